@@ -1,0 +1,41 @@
+"""gridattn: attention components for vision, and HMANet built from them.
+
+Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height and width.
+"""
+
+from . import functional
+from .functional import attention, available_backends, default_backend, set_default_backend
+from .layers import (
+    ChannelAttention,
+    ConvChannelAttention,
+    DropPath,
+    DynamicPositionBias,
+    FusedConv,
+    GridAttention,
+    Mlp,
+    PostNorm,
+    PreNorm,
+    RelativePositionBias,
+    WindowAttention,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelAttention",
+    "ConvChannelAttention",
+    "DropPath",
+    "DynamicPositionBias",
+    "FusedConv",
+    "GridAttention",
+    "Mlp",
+    "PostNorm",
+    "PreNorm",
+    "RelativePositionBias",
+    "WindowAttention",
+    "attention",
+    "available_backends",
+    "default_backend",
+    "functional",
+    "set_default_backend",
+]

@@ -1,0 +1,48 @@
+"""Functional level: pure functions without parameters, on which the layers are built."""
+
+from .attention import (
+    BACKENDS,
+    BackendUnavailableError,
+    attention,
+    available_backends,
+    default_backend,
+    get_default_backend,
+    set_default_backend,
+    unavailable_reason,
+)
+from .masks import grid_attention_mask, window_attention_mask
+from .padding import PAD_MODES, pad_to_multiple, padded_size, unpad
+from .partition import (
+    fixed_grid_partition,
+    fixed_grid_reverse,
+    grid_partition,
+    grid_reverse,
+    window_partition,
+    window_reverse,
+)
+from .position import relative_offsets, relative_position_index
+
+__all__ = [
+    "BACKENDS",
+    "PAD_MODES",
+    "BackendUnavailableError",
+    "attention",
+    "available_backends",
+    "default_backend",
+    "fixed_grid_partition",
+    "fixed_grid_reverse",
+    "get_default_backend",
+    "grid_attention_mask",
+    "grid_partition",
+    "grid_reverse",
+    "pad_to_multiple",
+    "padded_size",
+    "relative_offsets",
+    "relative_position_index",
+    "set_default_backend",
+    "unavailable_reason",
+    "unpad",
+    "window_attention_mask",
+    "window_partition",
+    "window_reverse",
+]

@@ -1,0 +1,208 @@
+"""One attention entry point, :func:`attention`, and the choice of the kernel that runs it.
+
+Backends (all compute ``softmax(q kᵀ · scale + bias) v``, softmax in float32 or wider):
+
+* ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` (the default). PyTorch picks a
+  fused kernel (flash / memory-efficient / cuDNN on CUDA, flash on CPU) when the inputs allow it.
+* ``"xformers"``: ``xformers.ops.memory_efficient_attention``; needs xformers installed and CUDA tensors.
+* ``"math"``: the plain reference, written out in PyTorch; runs everywhere.
+
+Choose per call (``backend="math"``), per layer (the layers' ``backend`` argument) or for the whole
+process (:func:`set_default_backend`, or the :func:`default_backend` context manager). A backend that
+cannot run the given inputs raises :class:`BackendUnavailableError` whose message says why; there is no
+silent fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS: tuple[str, ...] = ("sdpa", "xformers", "math")
+_default = "sdpa"
+
+
+class BackendUnavailableError(RuntimeError):
+    """A requested attention backend cannot run these inputs; the message gives the reason."""
+
+
+def _check_name(name: str) -> None:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; expected one of {BACKENDS}")
+
+
+def get_default_backend() -> str:
+    """The backend used when a call or layer does not name one (``"sdpa"`` unless changed)."""
+    return _default
+
+
+def set_default_backend(name: str) -> None:
+    """Set the process-wide default attention backend."""
+    global _default
+    _check_name(name)
+    _default = name
+
+
+@contextlib.contextmanager
+def default_backend(name: str) -> Iterator[None]:
+    """Context manager: use ``name`` as the default backend inside the ``with`` block."""
+    previous = get_default_backend()
+    set_default_backend(name)
+    try:
+        yield
+    finally:
+        set_default_backend(previous)
+
+
+def unavailable_reason(
+    name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> str | None:
+    """Why backend ``name`` cannot run on ``device`` with ``dtype``, or ``None`` if it can."""
+    _check_name(name)
+    if name != "xformers":
+        return None
+    if importlib.util.find_spec("xformers") is None:
+        return "xformers is not installed (pip install 'gridattn[xformers]')"
+    if torch.device(device).type != "cuda":
+        return f"xformers runs on CUDA tensors only, got device {torch.device(device)}"
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return f"xformers supports float16, bfloat16 and float32, got {dtype}"
+    return None
+
+
+def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+    """Every backend mapped to ``None`` (can run) or the reason it cannot, for ``device`` and ``dtype``."""
+    return {name: unavailable_reason(name, device, dtype) for name in BACKENDS}
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
+        raise ValueError(f"q, k, v must have the same rank >= 2, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(
+            f"q, k, v must have the same leading (batch, head) dims, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same head width, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same number of tokens, got {k.shape[-2]} and {v.shape[-2]}")
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if bias is not None:
+        target = (*q.shape[:-2], q.shape[-2], k.shape[-2])
+        try:
+            if torch.broadcast_shapes(bias.shape, target) != target:
+                raise RuntimeError
+        except RuntimeError:
+            raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to the scores {target}") from None
+        if bias.dtype == torch.bool:
+            raise ValueError("bias must be additive (float); turn a boolean mask into 0 / -inf first")
+
+
+def _math(q, k, v, bias, scale, dropout_p):
+    compute = torch.promote_types(q.dtype, torch.float32)  # softmax never in half precision
+    scores = torch.matmul(q.to(compute), k.to(compute).transpose(-2, -1)) * scale
+    if bias is not None:
+        scores = scores + bias.to(compute)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, p=dropout_p)
+    return torch.matmul(weights.to(v.dtype), v)
+
+
+def _as_4d(q, k, v, bias):
+    """View ``(*lead, N, d)`` inputs as 4-D so fused kernels apply and the bias broadcasts without copies.
+
+    The leading dims are split in two: those where the bias has size 1 (folded into the kernel's batch)
+    and the rest (folded into its head axis, where the bias is stored).
+    """
+    lead = q.shape[:-2]
+    bias = None if bias is None else bias.reshape((1,) * (q.dim() - bias.dim()) + tuple(bias.shape))
+    split = len(lead)
+    if bias is not None:
+        split = 0
+        while split < len(lead) and bias.shape[split] == 1:
+            split += 1
+    outer, inner = math.prod(lead[:split]), math.prod(lead[split:])
+    q, k, v = (t.reshape(outer, inner, *t.shape[-2:]) for t in (q, k, v))
+    if bias is not None:
+        bias = bias.expand(*bias.shape[:split], *lead[split:], *bias.shape[-2:]).reshape(1, inner, *bias.shape[-2:])
+    return q, k, v, bias
+
+
+def _sdpa(q, k, v, bias, scale, dropout_p):
+    lead = q.shape[:-2]
+    q4, k4, v4, bias4 = _as_4d(q, k, v, bias)
+    if bias4 is not None:
+        bias4 = bias4.to(q.dtype)
+    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=bias4, dropout_p=dropout_p, scale=scale)
+    return out.reshape(*lead, *out.shape[-2:])
+
+
+def _xformers(q, k, v, bias, scale, dropout_p):
+    import xformers.ops as xops
+
+    lead = q.shape[:-2]
+    q4, k4, v4, bias4 = _as_4d(q, k, v, bias)
+    if bias4 is not None:
+        n_q, n_k = bias4.shape[-2:]
+        # xformers wants a full (B, heads, Nq, Nk) bias whose last dim is stored with a stride that is a
+        # multiple of 8: allocate aligned storage and view the used part.
+        storage = torch.empty(*bias4.shape[:-1], -(-n_k // 8) * 8, dtype=q.dtype, device=q.device)
+        storage[..., :n_k] = bias4
+        bias4 = storage[..., :n_k].expand(q4.shape[0], -1, -1, -1)
+    out = xops.memory_efficient_attention(
+        q4.transpose(1, 2), k4.transpose(1, 2), v4.transpose(1, 2), attn_bias=bias4, p=dropout_p, scale=scale
+    )
+    out = out.transpose(1, 2)
+    return out.reshape(*lead, *out.shape[-2:])
+
+
+_KERNELS = {"sdpa": _sdpa, "xformers": _xformers, "math": _math}
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product attention ``softmax(q kᵀ · scale + bias) v`` on the chosen backend.
+
+    Args:
+        q: ``(*batch, N_q, d)``, any number of leading dims (typically ``(B, heads, N, d)`` or
+            ``(B, groups, heads, N, d)``).
+        k: ``(*batch, N_k, d)``.
+        v: ``(*batch, N_k, d_v)``.
+        bias: optional additive bias broadcastable to ``(*batch, N_q, N_k)``: a position bias, a mask
+            (``-inf`` where attention is not allowed) or their sum. Gradients flow into it.
+        scale: defaults to ``d ** -0.5``.
+        dropout_p: dropout on the attention weights (only pass a non-zero value in training).
+        backend: ``"sdpa"``, ``"xformers"``, ``"math"`` or ``None`` for :func:`get_default_backend`.
+
+    Returns:
+        ``(*batch, N_q, d_v)`` in the dtype of ``q``.
+
+    Raises:
+        ValueError: inconsistent shapes or dtypes, unknown backend name.
+        BackendUnavailableError: the backend cannot run these inputs (the message says why).
+    """
+    name = get_default_backend() if backend is None else backend
+    _check_name(name)
+    _check_inputs(q, k, v, bias)
+    reason = unavailable_reason(name, q.device, q.dtype)
+    if reason is not None:
+        raise BackendUnavailableError(f"attention backend {name!r} cannot run: {reason}")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return _KERNELS[name](q, k, v, bias, scale, dropout_p)

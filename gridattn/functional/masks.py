@@ -1,0 +1,103 @@
+"""Additive attention masks for shifted windows and for padded maps.
+
+Both masks come from one rule: every token gets a *label*, and a query may attend to a key only when they
+carry the same label. For windows the label of a real token is the window it belongs to on the unrolled map
+(so SW-MSA's cyclic roll never lets tokens from opposite borders meet); padding tokens share one label of
+their own, so real tokens never see padding and no row is ever fully masked (no NaN, also in backward).
+The masks are exact (``-inf``, i.e. weight 0); Swin and the official HMANet code use ``-100`` instead,
+which differs by less than ``exp(-100)`` relative.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from ._checks import to_pair
+from .padding import padded_size
+from .partition import grid_partition, window_partition
+
+PAD_LABEL = -1
+
+
+def _axis_labels(length: int, padded: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Per position: index of its (shifted) window on the unrolled axis, or ``PAD_LABEL`` for padding."""
+    pos = torch.arange(padded, device=device)
+    return torch.where(pos < length, torch.div(pos - shift, window, rounding_mode="floor") + 1, PAD_LABEL)
+
+
+def _label_mask(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(G, N)`` labels -> ``(G, N, N)`` additive mask: 0 where query and key labels match, else -inf."""
+    same = labels[:, :, None] == labels[:, None, :]
+    zero = torch.zeros((), dtype=dtype, device=labels.device)
+    return torch.where(same, zero, torch.tensor(float("-inf"), dtype=dtype, device=labels.device))
+
+
+def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device):
+    rows = _axis_labels(height, padded[0], window[0], shift[0], device)
+    cols = _axis_labels(width, padded[1], window[1], shift[1], device)
+    num_cols = padded[1] // window[1] + 2  # col labels lie in [0, num_cols)
+    labels = rows[:, None] * num_cols + cols[None, :]
+    labels = torch.where((rows[:, None] == PAD_LABEL) | (cols[None, :] == PAD_LABEL), PAD_LABEL, labels)
+    return labels[None, :, :, None]  # (1, H', W', 1)
+
+
+@lru_cache(maxsize=64)
+def _window_mask(height, width, window, shift, device, dtype):
+    padded = padded_size(height, width, window)
+    if shift == (0, 0) and padded == (height, width):
+        return None
+    labels = _map_labels(height, width, padded, window, shift, device)
+    labels = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    return _label_mask(window_partition(labels.float(), window).flatten(1).long(), dtype)
+
+
+def window_attention_mask(
+    height: int,
+    width: int,
+    window_size: int | tuple[int, int],
+    shift: int | tuple[int, int] = 0,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor | None:
+    """Mask for (shifted) window attention on an ``height x width`` map padded to a multiple of the window.
+
+    The map is padded at the bottom/right, then rolled by ``-shift`` and partitioned into windows (the
+    order of :func:`window_partition`). Returns ``(num_windows, N, N)`` with ``N = window_h * window_w``,
+    0 where attention is allowed and ``-inf`` elsewhere, or ``None`` when nothing needs masking (no shift,
+    no padding). Cached per (size, window, shift, device, dtype): treat it as read-only.
+    """
+    window = to_pair(window_size, "window_size")
+    shift = (shift, shift) if isinstance(shift, int) else tuple(shift)
+    if not all(0 <= s < w for s, w in zip(shift, window)):
+        raise ValueError(f"shift {shift} must lie in [0, window_size) for window_size {window}")
+    return _window_mask(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype)
+
+
+@lru_cache(maxsize=64)
+def _grid_mask(height, width, interval, device, dtype):
+    padded = padded_size(height, width, interval)
+    if padded == (height, width):
+        return None
+    labels = _map_labels(height, width, padded, padded, (0, 0), device)  # one label for real, one for padding
+    return _label_mask(grid_partition(labels.float(), interval).flatten(1).long(), dtype)
+
+
+def grid_attention_mask(
+    height: int,
+    width: int,
+    interval: int | tuple[int, int],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor | None:
+    """Mask for grid attention on an ``height x width`` map padded to a multiple of ``interval``.
+
+    Returns ``(interval_h * interval_w, N, N)`` in the group order of :func:`grid_partition` (0 between real
+    tokens, ``-inf`` between a real and a padding token), or ``None`` when the size needs no padding.
+    Cached: treat it as read-only.
+    """
+    interval = to_pair(interval, "interval")
+    return _grid_mask(height, width, interval, torch.device(device if device is not None else "cpu"), dtype)

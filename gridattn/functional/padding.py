@@ -1,0 +1,85 @@
+"""Padding of the two spatial dimensions to a multiple of a window or interval, and its inverse.
+
+Padding is added at the bottom and the right only (as the official HMANet test code does), so cropping
+``[:H, :W]`` undoes it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import to_pair
+
+PadMode = Literal["zero", "symmetric", "reflect", "replicate"]
+PAD_MODES: tuple[str, ...] = ("zero", "symmetric", "reflect", "replicate")
+
+
+def padded_size(height: int, width: int, multiple: int | tuple[int, int]) -> tuple[int, int]:
+    """The smallest ``(H', W') >= (H, W)`` that are multiples of ``multiple``."""
+    mh, mw = to_pair(multiple, "multiple")
+    return -(-height // mh) * mh, -(-width // mw) * mw
+
+
+def _source_index(length: int, padded: int, mode: str, device: torch.device) -> torch.Tensor:
+    """For every output position ``0..padded-1``, the input position it copies (any amount of padding)."""
+    i = torch.arange(padded, device=device)
+    if mode == "replicate":
+        return i.clamp(max=length - 1)
+    if mode == "symmetric":  # edge repeated: ... c b a | a b c | c b a ...
+        i = i % (2 * length)
+        return torch.where(i < length, i, 2 * length - 1 - i)
+    if length == 1:  # reflect of a single sample has nothing to mirror but itself
+        return torch.zeros_like(i)
+    i = i % (2 * length - 2)  # edge not repeated: ... b | a b c | b a ...
+    return torch.where(i < length, i, 2 * length - 2 - i)
+
+
+def pad_to_multiple(
+    x: torch.Tensor,
+    multiple: int | tuple[int, int],
+    *,
+    mode: PadMode = "zero",
+    dims: tuple[int, int] = (1, 2),
+) -> torch.Tensor:
+    """Pad the spatial ``dims`` of ``x`` at the end so that their sizes are multiples of ``multiple``.
+
+    Args:
+        x: any tensor; ``dims`` name its height and width dimensions. The default ``(1, 2)`` is for
+            channels-last feature maps ``(B, H, W, C)``; use ``dims=(-2, -1)`` for images ``(B, C, H, W)``.
+        multiple: an int or ``(multiple_h, multiple_w)``.
+        mode: ``"zero"``; ``"symmetric"`` (mirror that repeats the edge sample, ``c b a | a b c | c b a``: the
+            official HMANet test-time padding); ``"reflect"`` (mirror without repeating the edge); or
+            ``"replicate"``. The mirror modes work for any amount of padding, also more than the input size.
+
+    Returns:
+        The padded tensor (``x`` itself when no padding is needed).
+    """
+    if mode not in PAD_MODES:
+        raise ValueError(f"unknown padding mode {mode!r}; expected one of {PAD_MODES}")
+    dim_h, dim_w = (d % x.dim() for d in dims) if x.dim() >= 2 else (None, None)
+    if dim_h is None or dim_h == dim_w:
+        raise ValueError(f"dims={dims} must name two different dimensions of a tensor with shape {tuple(x.shape)}")
+    height, width = x.shape[dim_h], x.shape[dim_w]
+    if height == 0 or width == 0:
+        raise ValueError(f"cannot pad an empty spatial size {height}x{width}")
+    new_h, new_w = padded_size(height, width, multiple)
+    for dim, old, new in ((dim_h, height, new_h), (dim_w, width, new_w)):
+        if new == old:
+            continue
+        if mode == "zero":
+            pad = [0, 0] * (x.dim() - 1 - dim) + [0, new - old]
+            x = F.pad(x, pad)
+        else:
+            x = x.index_select(dim, _source_index(old, new, mode, x.device))
+    return x
+
+
+def unpad(x: torch.Tensor, height: int, width: int, *, dims: tuple[int, int] = (1, 2)) -> torch.Tensor:
+    """Crop the spatial ``dims`` back to ``height x width`` (inverse of :func:`pad_to_multiple`)."""
+    dim_h, dim_w = (d % x.dim() for d in dims)
+    if x.shape[dim_h] < height or x.shape[dim_w] < width:
+        raise ValueError(f"cannot crop {x.shape[dim_h]}x{x.shape[dim_w]} to the larger size {height}x{width}")
+    return x.narrow(dim_h, 0, height).narrow(dim_w, 0, width)

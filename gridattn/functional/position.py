@@ -1,0 +1,42 @@
+"""Relative positions inside a window or group: the index into a bias table and the raw offsets."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from ._checks import to_pair
+
+
+@lru_cache(maxsize=64)
+def _relative_position_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    h, w = size
+    coords = torch.stack(torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"))
+    coords = coords.flatten(1)  # (2, N), raster order
+    offsets = coords[:, :, None] - coords[:, None, :]  # (2, N, N): query minus key
+    return (offsets[0] + h - 1) * (2 * w - 1) + (offsets[1] + w - 1)
+
+
+def relative_position_index(size: int | tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Swin's relative-position index of an ``h x w`` window.
+
+    Entry ``[n, m]`` (tokens in raster order) is ``(dy + h - 1) * (2w - 1) + (dx + w - 1)`` where
+    ``(dy, dx)`` is the position of token ``n`` minus that of token ``m``; it indexes the rows of
+    :func:`relative_offsets` and of a ``((2h-1)(2w-1), heads)`` bias table.
+
+    Returns a cached ``(h*w, h*w)`` int64 tensor on ``device``: treat it as read-only.
+    """
+    return _relative_position_index(to_pair(size, "size"), torch.device(device if device is not None else "cpu"))
+
+
+def relative_offsets(size: int | tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
+    """All relative offsets ``(dy, dx)`` of an ``h x w`` window as float32 ``((2h-1)(2w-1), 2)``.
+
+    Raw integers in ``[1-h, h-1] x [1-w, w-1]``, row ``r`` being the offset that
+    :func:`relative_position_index` maps to ``r`` (the input of HMANet's dynamic position bias).
+    """
+    h, w = to_pair(size, "size")
+    dy = torch.arange(1 - h, h, device=device, dtype=torch.float32)
+    dx = torch.arange(1 - w, w, device=device, dtype=torch.float32)
+    return torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2)

@@ -1,0 +1,126 @@
+"""Grid multi-head self-attention (Grid-MSA): attention among tokens sampled at a fixed interval."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..functional._checks import check_feature_map, check_heads, check_positive, to_pair
+from ..functional.attention import attention
+from ..functional.masks import grid_attention_mask
+from ..functional.padding import pad_to_multiple, unpad
+from ..functional.partition import grid_partition, grid_reverse
+from .position import DynamicPositionBias
+
+
+class GridAttention(nn.Module):
+    """HMANet's Grid-MSA: global attention inside interval grids, through a learned grid projection.
+
+    The map is split by :func:`~gridattn.functional.grid_partition`: group ``(i, j)`` holds the tokens
+    ``(a * interval + i, b * interval + j)``, spread over the whole map. Inside each group, per head:
+
+    * two-stage (default, HMANet): with ``G = grid_proj(x)``,
+      ``X̂ = softmax(G Kᵀ/√d + B₁) V`` then ``out = softmax(Q Gᵀ/√d + B₂) X̂``;
+    * one-stage (``two_stage=False``): ``out = softmax(Q Kᵀ/√d + B₁) V``.
+
+    ``B₁``, ``B₂`` come from separate :class:`DynamicPositionBias` MLPs, so any group size works. Any
+    height and width work: the map is zero-padded to a multiple of ``interval``, padded tokens are masked out
+    of both stages, and the output is cropped back (equal to grid attention over the real tokens only).
+
+    Args:
+        dim: attention (and output) channels; split into ``num_heads`` heads.
+        num_heads: number of heads; must divide ``dim``.
+        interval: sampling interval (int or pair).
+        in_dim: input channels, default ``dim``.
+        two_stage: use the grid projection (HMANet) or plain one-stage attention.
+        qkv_bias: bias in the query/key/value projection.
+        out_proj: end with a ``Linear(dim, dim)``; HMANet's GAB has none (its ``fc`` follows the concat).
+        bias_hidden_dim: width of the position-bias MLPs, default ``max(1, dim // 16)`` (the official
+            HMANet value, 5 for its 90 channels).
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+        backend: attention backend (``"sdpa"``, ``"xformers"``, ``"math"``), ``None`` for the default.
+
+    Shapes:
+        input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
+
+    Raises:
+        ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, an input that is not 4-D or has
+            the wrong number of channels.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        interval: int | tuple[int, int],
+        *,
+        in_dim: int | None = None,
+        two_stage: bool = True,
+        qkv_bias: bool = True,
+        out_proj: bool = True,
+        bias_hidden_dim: int | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        check_heads(dim, num_heads)
+        self.dim, self.num_heads = dim, num_heads
+        self.in_dim = dim if in_dim is None else in_dim
+        check_positive(self.in_dim, "in_dim")
+        self.interval = to_pair(interval, "interval")
+        self.two_stage = two_stage
+        self.attn_drop, self.backend = attn_drop, backend
+        hidden = max(1, dim // 16) if bias_hidden_dim is None else bias_hidden_dim
+        self.qkv = nn.Linear(self.in_dim, 3 * dim, bias=qkv_bias)
+        self.grid_proj = nn.Linear(self.in_dim, dim) if two_stage else None
+        # [B₁] for one stage, [B₁, B₂] for two stages
+        self.position_biases = nn.ModuleList(
+            DynamicPositionBias(num_heads, hidden) for _ in range(2 if two_stage else 1)
+        )
+        self.proj = nn.Linear(dim, dim) if out_proj else nn.Identity()
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _groups(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """``(B, H', W', heads*d)`` -> ``(B, groups, heads, N, d)``."""
+        return rearrange(grid_partition(x, self.interval), "(b g) gh gw (heads d) -> b g heads (gh gw) d",
+                         b=batch, heads=self.num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.in_dim)
+        batch, height, width, _ = x.shape
+        x = pad_to_multiple(x, self.interval)
+        padded_h, padded_w = x.shape[1:3]
+        group_size = (padded_h // self.interval[0], padded_w // self.interval[1])
+        q, k, v = self._split_qkv(x, batch)
+        mask = grid_attention_mask(height, width, self.interval, device=x.device, dtype=self.qkv.weight.dtype)
+        biases = [pb(group_size) for pb in self.position_biases]  # (heads, N, N) each
+        if mask is not None:  # (groups, N, N): real tokens never see padding
+            biases = [b + mask[:, None] for b in biases]
+        dropout_p = self.attn_drop if self.training else 0.0
+        if self.two_stage:
+            grid = self._groups(self.grid_proj(x), batch)
+            summary = attention(grid, k, v, biases[0], dropout_p=dropout_p, backend=self.backend)
+            out = attention(q, grid, summary, biases[1], dropout_p=dropout_p, backend=self.backend)
+        else:
+            out = attention(q, k, v, biases[0], dropout_p=dropout_p, backend=self.backend)
+        out = rearrange(out, "b g heads (gh gw) d -> (b g) gh gw (heads d)", gh=group_size[0])
+        out = unpad(grid_reverse(out, self.interval, padded_h, padded_w), height, width)
+        return self.proj_drop(self.proj(out))
+
+    def _split_qkv(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = rearrange(
+            grid_partition(self.qkv(x), self.interval),
+            "(b g) gh gw (three heads d) -> three b g heads (gh gw) d",
+            b=batch,
+            three=3,
+            heads=self.num_heads,
+        )
+        return q, k, v
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, interval={self.interval}, two_stage={self.two_stage}"
+        )

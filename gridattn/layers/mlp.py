@@ -1,0 +1,46 @@
+"""The transformer feed-forward network."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..functional._checks import check_positive
+
+
+class Mlp(nn.Module):
+    """``fc2(drop(act(fc1(x))))`` followed by dropout, applied to the last dimension.
+
+    Args:
+        dim: input channels.
+        hidden_dim: hidden channels (HMANet: ``2 * dim``).
+        out_dim: output channels, default ``dim``.
+        act_layer: activation class, default exact-erf ``nn.GELU``.
+        drop: dropout after the activation and after ``fc2``.
+
+    Shapes:
+        ``(..., dim)`` -> ``(..., out_dim)``; on ``(B, H, W, C)`` maps it is a per-pixel MLP.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        out_dim: int | None = None,
+        act_layer: type[nn.Module] = nn.GELU,
+        drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        out_dim = dim if out_dim is None else out_dim
+        for value, name in ((dim, "dim"), (hidden_dim, "hidden_dim"), (out_dim, "out_dim")):
+            check_positive(value, name)
+        self.dim = dim
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"Mlp expects {self.dim} channels in the last dim, got shape {tuple(x.shape)}")
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

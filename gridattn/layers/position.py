@@ -1,0 +1,115 @@
+"""Relative position biases: a learned table (Swin) and a small MLP over relative offsets (dynamic).
+
+Both return an additive bias ``(num_heads, N, N)`` for the ``N`` tokens of a window or group in raster
+order, to be added to the attention scores. In eval mode with gradients disabled the bias depends only on
+the weights and the size, so it is computed once per size (and device, dtype) and reused; the cache is
+dropped automatically when a weight changes (``load_state_dict``, an optimiser step, ``.to()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import torch
+from torch import nn
+
+from ..functional._checks import check_positive, to_pair
+from ..functional.position import relative_offsets, relative_position_index
+
+
+class _CachedInEval(nn.Module):
+    """Base for modules whose output depends only on their weights and a hashable key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[Hashable, tuple[tuple, torch.Tensor]] = {}
+
+    def _cached(self, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return compute()
+        stamp = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, compute())
+            self._cache[key] = hit
+        return hit[1]
+
+    def train(self, mode: bool = True):
+        self._cache.clear()
+        return super().train(mode)
+
+
+class RelativePositionBias(_CachedInEval):
+    """Swin's learned relative-position bias for a fixed ``window_size``.
+
+    Args:
+        window_size: window height and width (int or pair).
+        num_heads: number of attention heads.
+
+    Parameters:
+        relative_position_bias_table: ``((2h-1)(2w-1), num_heads)``, truncated-normal init (std 0.02).
+
+    ``forward()`` returns ``(num_heads, N, N)`` with ``N = h * w``.
+    """
+
+    def __init__(self, window_size: int | tuple[int, int], num_heads: int) -> None:
+        super().__init__()
+        check_positive(num_heads, "num_heads")
+        self.window_size = to_pair(window_size, "window_size")
+        self.num_heads = num_heads
+        h, w = self.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.empty((2 * h - 1) * (2 * w - 1), num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self) -> torch.Tensor:
+        table = self.relative_position_bias_table
+        return self._cached((table.device, table.dtype), self._compute)
+
+    def _compute(self) -> torch.Tensor:
+        table = self.relative_position_bias_table
+        index = relative_position_index(self.window_size, table.device)
+        return table[index].permute(2, 0, 1)  # (heads, N, N)
+
+    def extra_repr(self) -> str:
+        return f"window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+class DynamicPositionBias(_CachedInEval):
+    """Relative-position bias from an MLP over relative offsets, for groups of any size (HMANet's).
+
+    The MLP maps each offset ``(dy, dx)`` (raw integers, as in the official code) through
+    ``Linear(2, hidden) -> 3 x [LayerNorm, ReLU, Linear]``, the last one to ``num_heads`` outputs.
+    The official HMANet uses ``hidden_dim = attention_dim // 16`` (written ``dim // 4 // 4`` there): 5 for
+    its 90-channel grid attention.
+
+    Args:
+        num_heads: number of attention heads (outputs of the MLP).
+        hidden_dim: width of the MLP.
+
+    ``forward(group_size)`` returns ``(num_heads, N, N)`` with ``N = group_h * group_w``.
+    """
+
+    def __init__(self, num_heads: int, hidden_dim: int) -> None:
+        super().__init__()
+        check_positive(num_heads, "num_heads")
+        check_positive(hidden_dim, "hidden_dim")
+        self.num_heads = num_heads
+        self.pos_proj = nn.Linear(2, hidden_dim)
+        self.pos1 = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.pos2 = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.pos3 = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_heads))
+
+    def table(self, group_size: int | tuple[int, int]) -> torch.Tensor:
+        """Bias of every relative offset: ``((2h-1)(2w-1), num_heads)``, rows as :func:`relative_offsets`."""
+        weight = self.pos_proj.weight
+        offsets = relative_offsets(group_size, weight.device).to(weight.dtype)
+        return self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))
+
+    def forward(self, group_size: int | tuple[int, int]) -> torch.Tensor:
+        size = to_pair(group_size, "group_size")
+        weight = self.pos_proj.weight
+        return self._cached((size, weight.device, weight.dtype), lambda: self._compute(size))
+
+    def _compute(self, size: tuple[int, int]) -> torch.Tensor:
+        index = relative_position_index(size, self.pos_proj.weight.device)
+        return self.table(size)[index].permute(2, 0, 1)  # (heads, N, N)

@@ -1,0 +1,67 @@
+"""Residual wrappers with a LayerNorm before (pre-norm) or after (post-norm) the wrapped layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a sample's branch with probability ``p`` and scale the rest by
+    ``1 / (1 - p)``; the identity in eval."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _Residual(nn.Module):
+    def __init__(self, dim: int, fn: nn.Module, drop_path: float = 0.0, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fn = fn
+        self.drop_path = DropPath(drop_path)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.dim} channels in the last dim, got shape {tuple(x.shape)}"
+            )
+
+
+class PreNorm(_Residual):
+    """``x + drop_path(fn(LayerNorm(x)))`` (the Swin / ViT block layout).
+
+    Args:
+        dim: channels (last dimension) of ``x``.
+        fn: the wrapped layer; must map ``(..., dim)`` to the same shape.
+        drop_path: stochastic-depth probability of the branch.
+        eps: LayerNorm epsilon.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return x + self.drop_path(self.fn(self.norm(x)))
+
+
+class PostNorm(_Residual):
+    """``x + drop_path(LayerNorm(fn(x)))`` (residual post-norm, as HMANet's GAB and Swin V2).
+
+    Args: as :class:`PreNorm`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return x + self.drop_path(self.norm(self.fn(x)))

@@ -1,0 +1,102 @@
+"""Window multi-head self-attention (W-MSA) and its shifted variant (SW-MSA), on maps of any size."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..functional._checks import check_feature_map, check_heads, check_positive, to_pair
+from ..functional.attention import attention
+from ..functional.masks import window_attention_mask
+from ..functional.padding import pad_to_multiple, unpad
+from ..functional.partition import window_partition, window_reverse
+from .position import RelativePositionBias
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows, with Swin's relative-position bias.
+
+    ``shift=0`` is W-MSA; ``shift=window_size // 2`` is SW-MSA: the map is rolled by ``-shift`` before the
+    partition and back afterwards, and a mask keeps tokens that were not neighbours apart. Any height and
+    width work: the map is zero-padded at the bottom/right to a multiple of the window, padded tokens are
+    masked out of attention, and the output is cropped back, so the result equals attention inside the
+    windows clipped to the map.
+
+    Args:
+        dim: attention (and output) channels; split into ``num_heads`` heads.
+        num_heads: number of heads; must divide ``dim``.
+        window_size: window height and width (int or pair).
+        shift: cyclic shift, ``0 <= shift < window_size`` (int or pair).
+        in_dim: input channels, default ``dim``.
+        qkv_bias: bias in the query/key/value projection.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+        backend: attention backend (``"sdpa"``, ``"xformers"``, ``"math"``), ``None`` for the default.
+
+    Shapes:
+        input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
+
+    Raises:
+        ValueError: ``dim`` not divisible by ``num_heads``, window < 1, shift outside ``[0, window)``, an
+            input that is not 4-D or has the wrong number of channels.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int | tuple[int, int],
+        shift: int | tuple[int, int] = 0,
+        *,
+        in_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        check_heads(dim, num_heads)
+        self.dim, self.num_heads = dim, num_heads
+        self.in_dim = dim if in_dim is None else in_dim
+        check_positive(self.in_dim, "in_dim")
+        self.window_size = to_pair(window_size, "window_size")
+        self.shift = (shift, shift) if isinstance(shift, int) else tuple(shift)
+        if len(self.shift) != 2 or not all(0 <= s < w for s, w in zip(self.shift, self.window_size)):
+            raise ValueError(f"shift {shift!r} must lie in [0, window_size) for window_size {self.window_size}")
+        self.attn_drop, self.backend = attn_drop, backend
+        self.qkv = nn.Linear(self.in_dim, 3 * dim, bias=qkv_bias)
+        self.relative_position_bias = RelativePositionBias(self.window_size, num_heads)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.in_dim)
+        batch, height, width, _ = x.shape
+        shift = self.shift
+        qkv = pad_to_multiple(self.qkv(x), self.window_size)
+        padded_h, padded_w = qkv.shape[1:3]
+        if any(shift):
+            qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        q, k, v = rearrange(
+            window_partition(qkv, self.window_size),
+            "(b n) wh ww (three heads d) -> three b n heads (wh ww) d",
+            b=batch,
+            three=3,
+            heads=self.num_heads,
+        )
+        bias = self.relative_position_bias()  # (heads, N, N)
+        mask = window_attention_mask(
+            height, width, self.window_size, shift, device=bias.device, dtype=bias.dtype
+        )  # (windows, N, N) or None
+        if mask is not None:
+            bias = bias + mask[:, None]
+        out = attention(q, k, v, bias, dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
+        out = rearrange(out, "b n heads (wh ww) d -> (b n) wh ww (heads d)", wh=self.window_size[0])
+        out = window_reverse(out, self.window_size, padded_h, padded_w)
+        if any(shift):
+            out = torch.roll(out, shifts=shift, dims=(1, 2))
+        return self.proj_drop(self.proj(unpad(out, height, width)))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, shift={self.shift}"

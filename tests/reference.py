@@ -1,0 +1,148 @@
+"""Independent references for the layers, written in the most obvious way.
+
+Each reference reads the layer's weights but none of its code paths: tokens are grouped with explicit
+index arithmetic (no partition, roll or mask helpers), position biases are looked up from the true
+offsets of each token pair, softmax and matrix products run per group in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64)  # keeps the autograd graph, so gradients can be compared too
+
+
+def linear(x: torch.Tensor, layer) -> torch.Tensor:
+    out = x @ _f64(layer.weight).T
+    return out if layer.bias is None else out + _f64(layer.bias)
+
+
+def layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * _f64(norm.weight) + _f64(norm.bias)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def softmax_attention(q, k, v, bias):
+    """One head: q (n, d), k (m, d), v (m, e), bias (n, m)."""
+    scores = q @ k.T / math.sqrt(q.shape[-1]) + bias
+    scores = scores - scores.max(dim=-1, keepdim=True).values
+    weights = torch.exp(scores)
+    return (weights / weights.sum(dim=-1, keepdim=True)) @ v
+
+
+def _groups(height, width, key):
+    """Dict: group key -> list of (y, x) in raster order."""
+    groups: dict = {}
+    for y in range(height):
+        for x in range(width):
+            groups.setdefault(key(y, x), []).append((y, x))
+    return groups
+
+
+def window_attention(layer, x: torch.Tensor) -> torch.Tensor:
+    """W-MSA / SW-MSA over windows clipped to the map; shifted windows start at ``shift - window``."""
+    x = _f64(x)
+    batch, height, width, _ = x.shape
+    (wh, ww), (sh, sw), heads, dim = layer.window_size, layer.shift, layer.num_heads, layer.dim
+    qkv = linear(x, layer.qkv)
+    table = _f64(layer.relative_position_bias.relative_position_bias_table)
+    out = torch.zeros(batch, height, width, dim, dtype=torch.float64)
+    groups = _groups(height, width, lambda y, x_: ((y - sh) // wh, (x_ - sw) // ww))
+    d = dim // heads
+    for b in range(batch):
+        for tokens in groups.values():
+            ys = torch.tensor([t[0] for t in tokens])
+            xs = torch.tensor([t[1] for t in tokens])
+            feats = qkv[b, ys, xs]  # (n, 3 * dim)
+            rel = (ys[:, None] - ys[None, :] + wh - 1) * (2 * ww - 1) + (xs[:, None] - xs[None, :] + ww - 1)
+            for h in range(heads):
+                q = feats[:, h * d:(h + 1) * d]
+                k = feats[:, dim + h * d:dim + (h + 1) * d]
+                v = feats[:, 2 * dim + h * d:2 * dim + (h + 1) * d]
+                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, table[rel, h])
+    return linear(out, layer.proj)
+
+
+def dynamic_bias(pb, offsets: torch.Tensor) -> torch.Tensor:
+    """The MLP of a DynamicPositionBias on raw offsets ``(..., 2)`` -> ``(..., heads)``, in float64."""
+    h = linear(offsets.to(torch.float64), pb.pos_proj)
+    for stage in (pb.pos1, pb.pos2, pb.pos3):
+        norm, _, lin = stage
+        h = linear(torch.relu(layer_norm(h, norm)), lin)
+    return h
+
+
+def grid_attention(layer, x: torch.Tensor) -> torch.Tensor:
+    """Grid-MSA: group (y mod K, x mod K), position (y // K, x // K); two-stage or one-stage."""
+    x = _f64(x)
+    batch, height, width, _ = x.shape
+    (ih, iw), heads, dim = layer.interval, layer.num_heads, layer.dim
+    qkv = linear(x, layer.qkv)
+    grid = linear(x, layer.grid_proj) if layer.two_stage else None
+    out = torch.zeros(batch, height, width, dim, dtype=torch.float64)
+    groups = _groups(height, width, lambda y, x_: (y % ih, x_ % iw))
+    d = dim // heads
+    for b in range(batch):
+        for tokens in groups.values():
+            ys = torch.tensor([t[0] for t in tokens])
+            xs = torch.tensor([t[1] for t in tokens])
+            offsets = torch.stack([(ys[:, None] - ys[None, :]) // ih, (xs[:, None] - xs[None, :]) // iw], -1)
+            biases = [dynamic_bias(pb, offsets) for pb in layer.position_biases]  # (n, n, heads) each
+            feats = qkv[b, ys, xs]
+            for h in range(heads):
+                q = feats[:, h * d:(h + 1) * d]
+                k = feats[:, dim + h * d:dim + (h + 1) * d]
+                v = feats[:, 2 * dim + h * d:2 * dim + (h + 1) * d]
+                if layer.two_stage:
+                    g = grid[b, ys, xs, h * d:(h + 1) * d]
+                    summary = softmax_attention(g, k, v, biases[0][..., h])
+                    res = softmax_attention(q, g, summary, biases[1][..., h])
+                else:
+                    res = softmax_attention(q, k, v, biases[0][..., h])
+                out[b, ys, xs, h * d:(h + 1) * d] = res
+    return out if isinstance(layer.proj, torch.nn.Identity) else linear(out, layer.proj)
+
+
+def channel_attention(layer, x: torch.Tensor) -> torch.Tensor:
+    x = _f64(x)
+    gates = []
+    for b in range(x.shape[0]):
+        pooled = x[b].reshape(-1, x.shape[-1]).sum(0) / (x.shape[1] * x.shape[2])
+        hidden = linear(pooled, layer.fc1)
+        hidden = hidden * torch.sigmoid(hidden) if isinstance(layer.act, torch.nn.SiLU) else torch.relu(hidden)
+        gates.append(torch.sigmoid(linear(hidden, layer.fc2)))
+    return x * torch.stack(gates)[:, None, None, :]
+
+
+def conv2d_same(x: torch.Tensor, conv) -> torch.Tensor:
+    """3x3 (or any odd) 'same' convolution on (B, H, W, C) by explicit shifted sums."""
+    weight = _f64(conv.weight)  # (out, in, kh, kw)
+    kh, kw = weight.shape[-2:]
+    padded = torch.nn.functional.pad(x, (0, 0, kw // 2, kw // 2, kh // 2, kh // 2))
+    height, width = x.shape[1:3]
+    out = torch.zeros(*x.shape[:3], weight.shape[0], dtype=torch.float64)
+    for dy in range(kh):
+        for dx in range(kw):
+            out += padded[:, dy:dy + height, dx:dx + width] @ weight[:, :, dy, dx].T
+    return out + _f64(conv.bias)
+
+
+def fused_conv(layer, x: torch.Tensor) -> torch.Tensor:
+    x = _f64(x)
+    y = conv2d_same(layer_norm(x, layer.norm), layer.expand)
+    y = gelu(layer_norm(y, layer.expand_norm))
+    return x + linear(channel_attention(layer.se, y), layer.project)
+
+
+def conv_channel_attention(layer, x: torch.Tensor) -> torch.Tensor:
+    y = conv2d_same(gelu(conv2d_same(_f64(x), layer.conv1)), layer.conv2)
+    return channel_attention(layer.channel_attention, y)

@@ -1,0 +1,152 @@
+"""Every layer against the independent float64 reference of tests/reference.py, on any size."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reference
+from gridattn import ChannelAttention, ConvChannelAttention, FusedConv, GridAttention, Mlp, PostNorm, PreNorm, WindowAttention
+from strategies import feature_maps, random_map, randomize_, seeds
+
+CPU_BACKENDS = ["sdpa", "math"]
+
+
+@st.composite
+def window_layers(draw):
+    heads, head_dim = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    window = draw(st.one_of(st.integers(1, 8), st.tuples(st.integers(1, 8), st.integers(1, 8))))
+    pair = (window, window) if isinstance(window, int) else window
+    shift = draw(st.tuples(st.integers(0, pair[0] - 1), st.integers(0, pair[1] - 1)))
+    return heads * head_dim, heads, window, shift
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(spec=window_layers(), seed=seeds, data=st.data())
+def test_window_attention_matches_reference(spec, seed, data, backend):
+    dim, heads, window, shift = spec
+    layer = randomize_(WindowAttention(dim, heads, window, shift, backend=backend), seed).double()
+    x = random_map(*data.draw(feature_maps(dim)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.window_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shift", [0, 4])
+@given(seed=seeds, data=st.data())
+def test_window_attention_float32_close_to_float64_reference(shift, seed, data):
+    layer = randomize_(WindowAttention(12, 3, 8, shift), seed, std=0.2)
+    x = random_map(*data.draw(feature_maps(12, max_size=20)))
+    torch.testing.assert_close(layer(x).double(), reference.window_attention(layer, x), rtol=1e-4, atol=1e-4)
+
+
+def _swin_classic(layer: WindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """SW-MSA exactly as Swin writes it, for sizes that are multiples of the window: cyclic roll, window
+    partition by reshape, the 3x3-region mask built from slices (filled with -100), roll back."""
+    batch, height, width, dim = x.shape
+    ws, s, heads = layer.window_size[0], layer.shift[0], layer.num_heads
+    x = torch.roll(x, (-s, -s), (1, 2))
+    region = torch.zeros(height, width)
+    label = 0
+    for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+            region[hs, wsl] = label
+            label += 1
+    def windows(t):  # (B, H, W, C) -> (B * nW, ws * ws, C)
+        t = t.reshape(t.shape[0], height // ws, ws, width // ws, ws, t.shape[-1])
+        return t.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, t.shape[-1])
+    region = windows(region[None, :, :, None])[..., 0]
+    mask = (region[:, None, :] != region[:, :, None]).double() * -100.0  # (nW, N, N)
+    table = layer.relative_position_bias.relative_position_bias_table
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    bias = table[(rel[0] + ws - 1) * (2 * ws - 1) + rel[1] + ws - 1].permute(2, 0, 1)  # (heads, N, N)
+    qkv = windows(layer.qkv(x)).reshape(-1, ws * ws, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * (dim // heads) ** -0.5) @ k.transpose(-2, -1) + bias
+    num_windows = mask.shape[0]
+    attn = attn.view(batch, num_windows, heads, ws * ws, ws * ws) + mask[None, :, None]
+    out = (attn.view(-1, heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, dim)
+    out = out.view(batch, height // ws, width // ws, ws, ws, dim).permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, dim)
+    return layer.proj(torch.roll(out, (s, s), (1, 2)))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(seed=seeds, batch=st.integers(1, 2), windows_h=st.integers(1, 3), windows_w=st.integers(1, 3),
+       window=st.sampled_from([2, 4, 6]))
+def test_shifted_window_attention_matches_classic_swin(seed, batch, windows_h, windows_w, window, backend):
+    """Sizes that are multiples of the window need no padding: the result is the classic SW-MSA."""
+    layer = randomize_(WindowAttention(8, 2, window, window // 2, backend=backend), seed).double()
+    x = random_map(seed, batch, windows_h * window, windows_w * window, 8, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), _swin_classic(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@st.composite
+def grid_layers(draw):
+    heads, head_dim = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    interval = draw(st.one_of(st.integers(1, 5), st.tuples(st.integers(1, 5), st.integers(1, 5))))
+    return heads * head_dim, heads, interval, draw(st.integers(1, 4))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("two_stage", [True, False])
+@given(spec=grid_layers(), seed=seeds, data=st.data())
+def test_grid_attention_matches_reference(spec, seed, data, two_stage, backend):
+    dim, heads, interval, bias_dim = spec
+    layer = GridAttention(dim, heads, interval, two_stage=two_stage, bias_hidden_dim=bias_dim, backend=backend)
+    layer = randomize_(layer, seed).double()
+    x = random_map(*data.draw(feature_maps(dim, max_size=14)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.grid_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data())
+def test_grid_attention_in_dim_and_no_projection(seed, data):
+    """HMANet's configuration: 2x wider input than attention channels, no output projection."""
+    layer = randomize_(GridAttention(12, 3, 4, in_dim=24, out_proj=False), seed).double()
+    x = random_map(*data.draw(feature_maps(24, max_size=12)), dtype=torch.float64)
+    out = layer(x)
+    assert out.shape == (*x.shape[:3], 12)
+    torch.testing.assert_close(out, reference.grid_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data())
+def test_grid_attention_float32_close_to_float64_reference(seed, data):
+    layer = randomize_(GridAttention(12, 3, 4), seed, std=0.2)
+    x = random_map(*data.draw(feature_maps(12, max_size=20)))
+    torch.testing.assert_close(layer(x).double(), reference.grid_attention(layer, x), rtol=1e-4, atol=1e-4)
+
+
+@given(seed=seeds, data=st.data(), dim=st.integers(1, 24), reduction=st.integers(1, 8),
+       act=st.sampled_from([torch.nn.ReLU, torch.nn.SiLU]))
+def test_channel_attention_matches_reference(seed, data, dim, reduction, act):
+    layer = randomize_(ChannelAttention(dim, reduction, act_layer=act), seed).double()
+    x = random_map(*data.draw(feature_maps(dim)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.channel_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data(), dim=st.integers(1, 12), compress=st.integers(1, 4))
+def test_conv_channel_attention_matches_reference(seed, data, dim, compress):
+    layer = randomize_(ConvChannelAttention(dim, compress, reduction=2), seed, std=0.3).double()
+    x = random_map(*data.draw(feature_maps(dim, max_size=10)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.conv_channel_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data(), dim=st.integers(1, 8), expand=st.integers(1, 4), se_reduction=st.integers(1, 4))
+def test_fused_conv_matches_reference(seed, data, dim, expand, se_reduction):
+    layer = randomize_(FusedConv(dim, expand, se_reduction), seed, std=0.3).double()
+    x = random_map(*data.draw(feature_maps(dim, max_size=10)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.fused_conv(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data(), dim=st.integers(1, 12), hidden=st.integers(1, 24))
+def test_mlp_and_residual_wrappers_match_reference(seed, data, dim, hidden):
+    x = random_map(*data.draw(feature_maps(dim)), dtype=torch.float64)
+    mlp = randomize_(Mlp(dim, hidden), seed).double()
+    expected_mlp = reference.linear(reference.gelu(reference.linear(x, mlp.fc1)), mlp.fc2)
+    torch.testing.assert_close(mlp(x), expected_mlp, rtol=1e-9, atol=1e-9)
+
+    pre = randomize_(PreNorm(dim, Mlp(dim, hidden)), seed).double()
+    expected_pre = x + reference.linear(reference.gelu(reference.linear(reference.layer_norm(x, pre.norm), pre.fn.fc1)), pre.fn.fc2)
+    torch.testing.assert_close(pre(x), expected_pre, rtol=1e-9, atol=1e-9)
+
+    post = randomize_(PostNorm(dim, Mlp(dim, hidden)), seed).double()
+    expected_post = x + reference.layer_norm(reference.linear(reference.gelu(reference.linear(x, post.fn.fc1)), post.fn.fc2), post.norm)
+    torch.testing.assert_close(post(x), expected_post, rtol=1e-9, atol=1e-9)
