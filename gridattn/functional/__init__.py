@@ -1,6 +1,6 @@
 """Functional level: pure functions without parameters, on which the layers are built."""
 
-from .attention import (
+from .backends import (
     BACKENDS,
     BackendUnavailableError,
     attention,

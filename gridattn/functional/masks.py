@@ -73,7 +73,8 @@ def window_attention_mask(
     shift = (shift, shift) if isinstance(shift, int) else tuple(shift)
     if not all(0 <= s < w for s, w in zip(shift, window)):
         raise ValueError(f"shift {shift} must lie in [0, window_size) for window_size {window}")
-    return _window_mask(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype)
+    compute = _window_mask.__wrapped__ if torch.compiler.is_compiling() else _window_mask  # traced, not cached
+    return compute(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype)
 
 
 @lru_cache(maxsize=64)
@@ -100,4 +101,5 @@ def grid_attention_mask(
     Cached: treat it as read-only.
     """
     interval = to_pair(interval, "interval")
-    return _grid_mask(height, width, interval, torch.device(device if device is not None else "cpu"), dtype)
+    compute = _grid_mask.__wrapped__ if torch.compiler.is_compiling() else _grid_mask  # traced, not cached
+    return compute(height, width, interval, torch.device(device if device is not None else "cpu"), dtype)

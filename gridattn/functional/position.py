@@ -27,7 +27,8 @@ def relative_position_index(size: int | tuple[int, int], device: torch.device | 
 
     Returns a cached ``(h*w, h*w)`` int64 tensor on ``device``: treat it as read-only.
     """
-    return _relative_position_index(to_pair(size, "size"), torch.device(device if device is not None else "cpu"))
+    compute = _relative_position_index.__wrapped__ if torch.compiler.is_compiling() else _relative_position_index
+    return compute(to_pair(size, "size"), torch.device(device if device is not None else "cpu"))
 
 
 def relative_offsets(size: int | tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:

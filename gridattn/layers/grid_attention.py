@@ -7,7 +7,7 @@ from einops import rearrange
 from torch import nn
 
 from ..functional._checks import check_feature_map, check_heads, check_positive, to_pair
-from ..functional.attention import attention
+from ..functional.backends import attention
 from ..functional.masks import grid_attention_mask
 from ..functional.padding import pad_to_multiple, unpad
 from ..functional.partition import grid_partition, grid_reverse

@@ -1,0 +1,154 @@
+"""attention(): every backend against a per-row float64 loop, with and without bias and masks; selection."""
+
+import importlib.util
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gridattn
+from gridattn.functional import (
+    BACKENDS,
+    BackendUnavailableError,
+    attention,
+    available_backends,
+    default_backend,
+    get_default_backend,
+    set_default_backend,
+)
+from strategies import seeds
+
+CPU_BACKENDS = [name for name, reason in available_backends("cpu").items() if reason is None]
+
+
+def loop_reference(q, k, v, bias, scale):
+    """Row by row in float64: weights_m = exp(s_m - max) / sum, s_m = q·k_m * scale + bias_m."""
+    q, k, v = q.double(), k.double(), v.double()
+    lead = q.shape[:-2]
+    full_bias = torch.zeros(*lead, q.shape[-2], k.shape[-2], dtype=torch.float64)
+    if bias is not None:
+        full_bias = full_bias + bias.double()
+    out = torch.empty(*lead, q.shape[-2], v.shape[-1], dtype=torch.float64)
+    for index in torch.cartesian_prod(*[torch.arange(n) for n in (*lead, q.shape[-2])]).reshape(-1, len(lead) + 1):
+        *batch, row = index.tolist()
+        scores = (k[tuple(batch)] @ q[(*batch, row)]) * scale + full_bias[(*batch, row)]
+        weights = torch.exp(scores - scores.max())
+        out[(*batch, row)] = (weights / weights.sum()) @ v[tuple(batch)]
+    return out
+
+
+@st.composite
+def attention_inputs(draw):
+    """q, k, v with 1-3 leading dims, and a bias broadcast over a random subset of them (or none)."""
+    gen = torch.Generator().manual_seed(draw(seeds))
+    lead = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    n_q, n_k, d, d_v = (draw(st.integers(1, 9)) for _ in range(4))
+    q = torch.randn(*lead, n_q, d, generator=gen)
+    k = torch.randn(*lead, n_k, d, generator=gen)
+    v = torch.randn(*lead, n_k, d_v, generator=gen)
+    kind = draw(st.sampled_from(["none", "bias", "bias+mask"]))
+    bias = None
+    if kind != "none":
+        shape = [n if draw(st.booleans()) else 1 for n in lead]
+        shape = shape[draw(st.integers(0, len(shape))):]  # maybe fewer dims than q
+        bias = torch.randn(*shape, n_q, n_k, generator=gen) * 2
+        if kind == "bias+mask":
+            masked = torch.rand(*shape, n_q, n_k, generator=gen) < 0.5
+            masked[..., 0] = False  # every row keeps at least one key
+            bias = bias.masked_fill(masked, float("-inf"))
+    scale = draw(st.sampled_from([None, 0.3]))
+    return q, k, v, bias, scale
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(inputs=attention_inputs())
+def test_backend_matches_loop_reference(inputs, backend):
+    q, k, v, bias, scale = inputs
+    expected = loop_reference(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale)
+    torch.testing.assert_close(attention(q, k, v, bias, scale=scale, backend=backend).double(), expected,
+                               rtol=1e-5, atol=1e-5)
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    bias64 = None if bias is None else bias.double()
+    torch.testing.assert_close(attention(q64, k64, v64, bias64, scale=scale, backend=backend), expected,
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(inputs=attention_inputs())
+def test_backend_gradients_match_math(inputs, backend):
+    """Gradients into q, k, v and the (learned) bias agree with the plain math path, in float64."""
+    q, k, v, bias, scale = (t.double().requires_grad_() if isinstance(t, torch.Tensor) else t for t in inputs)
+    weight = torch.randn(*q.shape[:-1], v.shape[-1], dtype=torch.float64)
+    tensors = [t for t in (q, k, v, bias) if t is not None]
+    grads = {}
+    for name in (backend, "math"):
+        out = attention(q, k, v, bias, scale=scale, backend=name)
+        grads[name] = torch.autograd.grad((out * weight).sum(), tensors)
+    for ours, plain in zip(grads[backend], grads["math"]):
+        torch.testing.assert_close(ours, plain, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(inputs=attention_inputs())
+def test_bfloat16_close_to_float64_with_float32_softmax(inputs, backend):
+    q, k, v, bias, scale = inputs
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias, scale=scale, backend=backend)
+    assert out.dtype == torch.bfloat16
+    expected = loop_reference(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias, q.shape[-1] ** -0.5 if scale is None else scale)
+    torch.testing.assert_close(out.double(), expected, rtol=0.05, atol=0.05)
+
+
+def test_default_backend_selection_global_and_scoped():
+    assert get_default_backend() == "sdpa"
+    with default_backend("math"):
+        assert get_default_backend() == "math"
+    assert get_default_backend() == "sdpa"
+    set_default_backend("math")
+    try:
+        assert gridattn.functional.get_default_backend() == "math"
+    finally:
+        set_default_backend("sdpa")
+
+
+def test_global_default_reaches_layers(monkeypatch):
+    """A layer without its own backend uses the global default (seen by which kernel gets called)."""
+    from gridattn.functional import backends as attention_module
+
+    calls = []
+    original = attention_module._KERNELS["math"]
+    monkeypatch.setitem(attention_module._KERNELS, "math", lambda *a: calls.append(1) or original(*a))
+    layer = gridattn.WindowAttention(8, 2, 4)
+    x = torch.randn(1, 4, 4, 8)
+    layer(x)
+    assert not calls
+    with default_backend("math"):
+        layer(x)
+    assert calls
+
+
+def test_unknown_backend_and_bad_shapes_raise_value_error():
+    q = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
+        attention(q, q, q, backend="flash")
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        set_default_backend("fast")
+    with pytest.raises(ValueError, match="same head width"):
+        attention(q, torch.randn(2, 3, 5), torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        attention(q, q, q, torch.zeros(2, 4, 3))
+    with pytest.raises(ValueError, match="leading"):
+        attention(q, torch.randn(1, 3, 4), torch.randn(1, 3, 4))
+    with pytest.raises(ValueError, match="floating"):
+        attention(q.long(), q.long(), q.long())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xformers") is not None and torch.cuda.is_available(),
+                    reason="xformers can run here")
+def test_unavailable_backend_says_why():
+    reason = available_backends("cpu")["xformers"]
+    assert reason is not None and ("not installed" in reason or "CUDA" in reason)
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(BackendUnavailableError, match="'xformers' cannot run: " + reason.split(" (")[0]):
+        attention(q, q, q, backend="xformers")
+    assert set(BACKENDS) == {"sdpa", "xformers", "math"}

@@ -1,0 +1,101 @@
+"""Position biases: values against explicit construction, the official HMANet width, and the eval cache."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reference
+from gridattn import DynamicPositionBias, RelativePositionBias
+from strategies import randomize_, seeds
+
+
+@given(h=st.integers(1, 6), w=st.integers(1, 6), heads=st.integers(1, 4), seed=seeds)
+def test_relative_position_bias_is_the_table_at_the_true_offset(h, w, heads, seed):
+    module = randomize_(RelativePositionBias((h, w), heads), seed)
+    bias = module()
+    table = module.relative_position_bias_table
+    assert bias.shape == (heads, h * w, h * w)
+    tokens = [(y, x) for y in range(h) for x in range(w)]
+    for n, (yn, xn) in enumerate(tokens):
+        for m, (ym, xm) in enumerate(tokens):
+            assert torch.equal(bias[:, n, m], table[(yn - ym + h - 1) * (2 * w - 1) + xn - xm + w - 1])
+
+
+def _official_dynamic_bias(module: DynamicPositionBias, gh: int, gw: int) -> torch.Tensor:
+    """The official HMANet construction (AffineTransform.forward): a table over the "mother set" of raw
+    offsets, indexed by a Swin-style relative-position index."""
+    dh = torch.arange(1 - gh, gh)
+    dw = torch.arange(1 - gw, gw)
+    biases = torch.stack(torch.meshgrid([dh, dw], indexing="ij")).flatten(1).transpose(0, 1).float()
+    coords = torch.stack(torch.meshgrid([torch.arange(gh), torch.arange(gw)], indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+    rel[:, :, 0] += gh - 1
+    rel[:, :, 1] += gw - 1
+    rel[:, :, 0] *= 2 * gw - 1
+    index = rel.sum(-1)
+    pos = module.pos3(module.pos2(module.pos1(module.pos_proj(biases))))
+    return pos[index.view(-1)].view(gh * gw, gh * gw, -1).permute(2, 0, 1)
+
+
+@given(gh=st.integers(1, 6), gw=st.integers(1, 6), heads=st.integers(1, 4), hidden=st.integers(1, 8), seed=seeds)
+def test_dynamic_position_bias_matches_official_construction_and_mlp_reference(gh, gw, heads, hidden, seed):
+    module = randomize_(DynamicPositionBias(heads, hidden), seed)
+    bias = module((gh, gw))
+    torch.testing.assert_close(bias, _official_dynamic_bias(module, gh, gw))
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
+    expected = reference.dynamic_bias(module, offsets).permute(2, 0, 1).detach()  # float64
+    torch.testing.assert_close(bias.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [16, 48, 90, 96, 180, 200])
+def test_grid_attention_bias_width_is_the_official_dim_over_4_over_4(dim):
+    from gridattn import GridAttention
+
+    layer = GridAttention(dim, 3 if dim % 3 == 0 else 2, 4)
+    assert layer.position_biases[0].pos_proj.out_features == dim // 4 // 4
+
+
+def test_bias_is_computed_once_per_size_in_eval_without_grad(monkeypatch):
+    module = DynamicPositionBias(2, 4).eval()
+    calls = []
+    original = module._compute
+    monkeypatch.setattr(module, "_compute", lambda size: calls.append(size) or original(size))
+    with torch.no_grad():
+        first = module((3, 4))
+        assert module((3, 4)) is first
+        module((5, 2))
+    assert calls == [(3, 4), (5, 2)]
+    module((3, 4))  # with grad: computed afresh, so gradients can flow
+    assert len(calls) == 3
+
+
+def test_cache_follows_weight_changes():
+    module = DynamicPositionBias(2, 4).eval()
+    with torch.no_grad():
+        before = module((3, 3)).clone()
+        module.load_state_dict({k: v + 1 for k, v in module.state_dict().items()})
+        after = module((3, 3))
+        assert not torch.equal(before, after)
+        torch.testing.assert_close(after, _official_dynamic_bias(module, 3, 3))
+        assert module.double()((3, 3)).dtype == torch.float64
+
+    table = RelativePositionBias(2, 2)
+    optimizer = torch.optim.SGD(table.parameters(), lr=1.0)
+    table.eval()
+    with torch.no_grad():
+        stale = table().clone()
+    table.train()
+    table().sum().backward()
+    optimizer.step()
+    table.eval()
+    with torch.no_grad():
+        assert not torch.equal(stale, table())
+        assert torch.equal(table(), table.relative_position_bias_table[reference_index(2)].permute(2, 0, 1))
+
+
+def reference_index(size):
+    coords = [(y, x) for y in range(size) for x in range(size)]
+    return torch.tensor([[(a[0] - b[0] + size - 1) * (2 * size - 1) + a[1] - b[1] + size - 1 for b in coords] for a in coords])
