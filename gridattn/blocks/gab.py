@@ -1,0 +1,103 @@
+"""GAB: HMANet's grid attention block (window, shifted-window and grid attention side by side, post-norm)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..functional._checks import check_feature_map, check_positive
+from ..functional.backends import attention
+from ..functional.masks import window_attention_mask
+from ..functional.partition import window_partition, window_reverse
+from ..layers import GridAttention, Mlp, PostNorm, WindowAttention
+
+Numerics = Literal["corrected", "official"]
+
+
+class GAB(nn.Module):
+    """Three attention branches on the same input, concatenated, projected, post-normed, plus an MLP.
+
+    Branches (channels for HMANet's ``dim=180``, 6 heads): W-MSA on ``dim/4`` channels (45, 3 heads),
+    SW-MSA on ``dim/4`` (45, 3 heads), two-stage Grid-MSA on ``dim/2`` (90, 3 heads); each computes its
+    queries/keys/values from the un-normalised input. Then ``x = x + LN1(fc(concat))`` and
+    ``x = x + LN2(mlp(x))``.
+
+    ``numerics="official"`` reproduces two bugs of the official code in the shifted branch: the rolled map
+    is cut into consecutive raster runs of ``window**2`` tokens instead of windows (the shifted-window mask
+    is still added), and the result is rolled back along the token and the **channel** axes of a
+    ``(B, H*W, C)`` tensor. ``"corrected"`` (default) runs a real SW-MSA. Official numerics need H and W
+    to be multiples of ``window_size`` (HMANet pads to that).
+
+    Args:
+        dim: channels; ``dim`` divisible by 4 and ``num_heads`` even.
+        num_heads: heads of the whole block; each branch gets ``num_heads // 2``.
+        window_size: window of the two window branches (shift ``window_size // 2``).
+        interval: interval of the grid branch.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+        qkv_bias: bias in the query/key/value projections.
+        numerics: ``"corrected"`` or ``"official"``.
+        backend: attention backend, ``None`` for the default.
+
+    Shapes:
+        ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        interval: int,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        numerics: Numerics = "corrected",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive(dim, "dim")
+        if dim % 4:
+            raise ValueError(f"GAB needs dim divisible by 4 (two quarter-width window branches), got {dim}")
+        if num_heads % 2:
+            raise ValueError(f"GAB needs an even num_heads (each branch gets half), got {num_heads}")
+        if numerics not in ("corrected", "official"):
+            raise ValueError(f"numerics must be 'corrected' or 'official', got {numerics!r}")
+        self.dim, self.window_size, self.numerics = dim, window_size, numerics
+        heads = num_heads // 2
+        quarter = dict(in_dim=dim, qkv_bias=qkv_bias, backend=backend)
+        self.window_attn = WindowAttention(dim // 4, heads, window_size, 0, **quarter)
+        self.window_attn_s = WindowAttention(dim // 4, heads, window_size, window_size // 2, **quarter)
+        self.grid_attn = GridAttention(dim // 2, heads, interval, out_proj=False, **quarter)
+        self.fc = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = PostNorm(dim, Mlp(dim, int(dim * mlp_ratio)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.dim)
+        shifted = self._official_shifted_branch(x) if self.numerics == "official" else self.window_attn_s(x)
+        branches = torch.cat([self.window_attn(x), shifted, self.grid_attn(x)], dim=-1)
+        x = x + self.norm1(self.fc(branches))
+        return self.mlp(x)
+
+    def _official_shifted_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The official code's shifted branch, bugs included (see the class docstring)."""
+        layer = self.window_attn_s
+        batch, height, width, _ = x.shape
+        window, shift = self.window_size, layer.shift[0]
+        if height % window or width % window:
+            raise ValueError(f"official numerics need H, W multiples of {window}, got {height}x{width}")
+        qkv = torch.roll(layer.qkv(x), shifts=(-shift, -shift), dims=(1, 2))
+        # raster runs of window**2 tokens, not windows: the first bug
+        q, k, v = rearrange(qkv, "b h w (three heads d) -> three b (h w) heads d", three=3, heads=layer.num_heads)
+        q, k, v = (rearrange(t, "b (n t) heads d -> b n heads t d", t=window * window) for t in (q, k, v))
+        bias = layer.relative_position_bias() + window_attention_mask(
+            height, width, window, shift, device=x.device, dtype=layer.relative_position_bias.relative_position_bias_table.dtype
+        )[:, None]
+        out = attention(q, k, v, bias, backend=layer.backend)
+        out = layer.proj(rearrange(out, "b n heads t d -> (b n) t (heads d)"))
+        out = window_reverse(out.reshape(-1, window, window, layer.dim), window, height, width)
+        # the roll back acts on a (B, H*W, C) tensor: tokens and channels are rolled, the second bug
+        out = torch.roll(out.reshape(batch, height * width, layer.dim), shifts=(shift, shift), dims=(1, 2))
+        return out.reshape(batch, height, width, layer.dim)

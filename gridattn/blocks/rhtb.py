@@ -1,0 +1,68 @@
+"""RHTB: HMANet's residual hybrid transformer block (FusedConv + FAB stack, GAB, conv, long skip)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..functional._checks import check_feature_map, check_positive
+from ..layers import FusedConv
+from .fab import FAB
+from .gab import GAB, Numerics
+
+
+class RHTB(nn.Module):
+    """``y = x + conv3x3(group(x))`` where ``group`` is HMANet's attention group.
+
+    The group runs ``blocks`` — for each ``i < depth``: a :class:`FusedConv` and a W-MSA :class:`FAB` when
+    ``i`` is even, an SW-MSA FAB when odd (nine modules for depth 6) — then the :class:`GAB`, added as
+    ``x + gab(x) * scale`` with a learned per-channel ``scale``. GAB's output already contains its input, so
+    its input is counted twice: a harmless re-parameterisation kept from the official model.
+
+    Args:
+        dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, backend: as :class:`GAB`.
+        depth: number of FAB blocks.
+        drop_path: stochastic-depth probability of each FAB, a float or one value per FAB.
+
+    Shapes:
+        ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        interval: int,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        drop_path: float | list[float] = 0.0,
+        numerics: Numerics = "corrected",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive(depth, "depth")
+        rates = [drop_path] * depth if isinstance(drop_path, (int, float)) else list(drop_path)
+        if len(rates) != depth:
+            raise ValueError(f"drop_path has {len(rates)} values for depth {depth}")
+        self.dim = dim
+        blocks: list[nn.Module] = []
+        for i, rate in enumerate(rates):
+            if i % 2 == 0:
+                blocks.append(FusedConv(dim, expand_ratio=6, se_reduction=2))
+            shift = 0 if i % 2 == 0 else window_size // 2
+            blocks.append(FAB(dim, num_heads, window_size, shift, mlp_ratio, qkv_bias, rate, backend))
+        self.blocks = nn.ModuleList(blocks)
+        self.gab = GAB(dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, backend)
+        self.scale = nn.Parameter(torch.empty(dim))
+        nn.init.trunc_normal_(self.scale, std=0.02)
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.dim)
+        y = x
+        for block in self.blocks:
+            y = block(y)
+        y = y + self.gab(y) * self.scale
+        return x + self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -1,0 +1,248 @@
+"""HMANet checkpoints in the official layout: conversion, configuration inference, strict loading.
+
+gridattn's module tree differs from the official one in names (``embed_norm`` vs ``patch_embed.norm``),
+in layout (1x1 convolutions are ``Linear`` layers here) and in GAB's query/key/value projection, which the
+official code keeps as one ``Linear(dim, 3 * dim)`` and gridattn as one projection per branch (the same
+rows, split). :func:`to_official_state_dict` and :func:`from_official_state_dict` convert losslessly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..functional.position import relative_position_index
+from .hmanet import HMANet, HMANetConfig
+
+CONFIG_KEY = "gridattn_config"
+_GAB_QKV_PARTS = ("window_attn", "window_attn_s", "grid_attn")
+
+# (pattern on a gridattn key, replacement giving the official key), applied in order
+_RENAMES = [
+    (r"^embed_norm\.", "patch_embed.norm."),
+    (r"^layers\.(\d+)\.(blocks|gab|scale)", r"layers.\1.residual_group.\2"),
+    # FusedConv
+    (r"(\.blocks\.\d+)\.norm\.", r"\1.pre_norm."),
+    (r"(\.blocks\.\d+)\.expand\.", r"\1.fused_conv."),
+    (r"(\.blocks\.\d+)\.expand_norm\.", r"\1.norm1."),
+    (r"(\.blocks\.\d+)\.project\.", r"\1.conv3_1x1."),
+    # FAB
+    (r"\.attn\.norm\.", ".norm1."),
+    (r"\.attn\.fn\.qkv\.", ".qkv."),
+    (r"\.attn\.fn\.relative_position_bias\.", ".attn."),
+    (r"\.attn\.fn\.proj\.", ".attn.proj."),
+    # FAB and GAB MLPs
+    (r"\.mlp\.norm\.", ".norm2."),
+    (r"\.mlp\.fn\.", ".mlp."),
+    # GAB
+    (r"\.(window_attn|window_attn_s)\.relative_position_bias\.", r".\1."),
+    (r"\.grid_attn\.grid_proj\.", ".grid_proj."),
+    (r"\.grid_attn\.position_biases\.0\.", ".grid_attn.attn_transform1.pos."),
+    (r"\.grid_attn\.position_biases\.1\.", ".grid_attn.attn_transform2.pos."),
+    (r"\.gab\.(window_attn|window_attn_s|grid_attn)\.qkv\.", ".gab.qkv."),
+]
+_CONV_1X1 = re.compile(r"(\.se\.fc[12]|\.project)\.weight$")
+
+
+def official_key(key: str) -> str:
+    """The official state-dict key of a gridattn HMANet key."""
+    for pattern, replacement in _RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def _gab_qkv_part(key: str) -> int | None:
+    match = re.search(r"\.gab\.(window_attn|window_attn_s|grid_attn)\.qkv\.", key)
+    return None if match is None else _GAB_QKV_PARTS.index(match.group(1))
+
+
+def to_official_state_dict(model: HMANet) -> dict[str, torch.Tensor]:
+    """The model's weights in the official layout (loadable by the official ``HMANet`` with strict=True)."""
+    ours = model.state_dict()
+    official: dict[str, torch.Tensor] = {}
+    qkv_parts: dict[str, list] = {}
+    for key, value in ours.items():
+        target = official_key(key)
+        if _CONV_1X1.search(key):
+            value = value[:, :, None, None]
+        part = _gab_qkv_part(key)
+        if part is not None:
+            qkv_parts.setdefault(target, [None] * 3)[part] = value
+            continue
+        official[target] = value
+    for target, parts in qkv_parts.items():
+        official[target] = torch.cat(parts, dim=0)
+    window = model.config.window_size
+    official["relative_position_index_SA"] = relative_position_index(window).clone()
+    return official
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model: the message lists missing, unexpected and mis-shaped keys."""
+
+
+def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert an official-layout state dict to ``model``'s layout, strictly.
+
+    Every official key must be used and every model tensor filled with the right shape; otherwise a
+    :class:`CheckpointError` lists all the problems at once.
+    """
+    ours = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    missing, misshaped = [], []
+    row_offsets: dict[str, int] = {}
+    for key, expected in ours.items():
+        source = official_key(key)
+        if source not in state:
+            missing.append(source)
+            continue
+        value = state[source]
+        part = _gab_qkv_part(key)
+        if part is not None:  # rows of the shared projection, in branch order
+            start = sum(ours[key.replace(f".{_GAB_QKV_PARTS[part]}.", f".{p}.")].shape[0] for p in _GAB_QKV_PARTS[:part])
+            value = value[start:start + expected.shape[0]]
+            row_offsets[source] = max(row_offsets.get(source, 0), start + expected.shape[0])
+        elif _CONV_1X1.search(key) and value.dim() == 4 and value.shape[2:] == (1, 1):
+            value = value[:, :, 0, 0]
+        if tuple(value.shape) != tuple(expected.shape):
+            misshaped.append(f"{source}: checkpoint {tuple(state[source].shape)}, model expects {tuple(expected.shape)}")
+            continue
+        converted[key] = value
+        used.add(source)
+    for source, rows in row_offsets.items():
+        if state[source].shape[0] != rows:
+            misshaped.append(f"{source}: checkpoint has {state[source].shape[0]} rows, the branches use {rows}")
+    index_key = "relative_position_index_SA"
+    if index_key in state:
+        used.add(index_key)
+        window = model.config.window_size
+        if not torch.equal(state[index_key].cpu().long(), relative_position_index(window)):
+            misshaped.append(f"{index_key}: not the relative-position index of window {window}")
+    unexpected = sorted(set(state) - used - {s.split(":")[0] for s in misshaped})
+    if missing or unexpected or misshaped:
+        lines = ["checkpoint does not match the HMANet configuration "
+                 f"(scale {model.config.scale}, embed_dim {model.config.embed_dim}):"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
+        raise CheckpointError("\n".join(lines))
+    return converted
+
+
+def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[Mapping[str, torch.Tensor], dict | None]:
+    """Read a path or mapping; return (state dict in the official layout, gridattn config or None)."""
+    config = None
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        if path.endswith(".safetensors"):
+            try:
+                from safetensors import safe_open
+            except ImportError:
+                raise ImportError("reading .safetensors needs the safetensors package (pip install safetensors)") from None
+            with safe_open(path, framework="pt", device=str(map_location)) as handle:
+                metadata = handle.metadata() or {}
+                state = {key: handle.get_tensor(key) for key in handle.keys()}
+            return state, json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+        try:
+            source = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # unpickling refused or file damaged: say which file and why
+            raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(source, Mapping):
+        raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(source).__name__}")
+    config = source.get(CONFIG_KEY)
+    for wrapper in ("params_ema", "params"):
+        if isinstance(source.get(wrapper), Mapping):
+            return source[wrapper], config
+    return source, config
+
+
+def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
+    """Read an official-layout state dict's hyper-parameters off its keys and shapes.
+
+    The grid interval leaves no trace in the weights (its position biases are MLPs over offsets); the
+    official value 4 is assumed.
+    """
+    def need(key):
+        if key not in state:
+            raise CheckpointError(f"not an HMANet checkpoint: key {key!r} is missing")
+        return state[key]
+
+    embed_dim, in_channels = need("conv_first.weight").shape[:2]
+    layer_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))})
+    if not layer_ids:
+        raise CheckpointError("not an HMANet checkpoint: no 'layers.N.' keys")
+    depths, heads = [], []
+    for i in layer_ids:
+        fabs = sorted({int(m.group(1)) for k in state
+                       if (m := re.match(rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.qkv\.weight$", k))})
+        if not fabs:
+            raise CheckpointError(f"not an HMANet checkpoint: RHTB {i} has no attention blocks")
+        depths.append(len(fabs))
+        heads.append(need(f"layers.{i}.residual_group.blocks.{fabs[0]}.attn.relative_position_bias_table").shape[1])
+    table_rows = need(f"layers.{layer_ids[0]}.residual_group.blocks.1.attn.relative_position_bias_table").shape[0]
+    window = (math.isqrt(table_rows) + 1) // 2
+    feats = need("conv_before_upsample.0.weight").shape[0]
+    ups = [need(k).shape[0] // feats for k in sorted(k for k in state if re.match(r"upsample\.\d+\.weight$", k))]
+    scale = {(4,): 2, (4, 4): 4, (9,): 3}.get(tuple(ups))
+    if scale is None:
+        raise CheckpointError(f"unsupported upsampler: convolutions with {ups} x {feats} outputs")
+    fc1 = need(f"layers.{layer_ids[0]}.residual_group.blocks.1.mlp.fc1.weight")
+    return HMANetConfig(
+        scale=scale,
+        in_channels=int(in_channels),
+        embed_dim=int(embed_dim),
+        depths=tuple(depths),
+        num_heads=tuple(int(h) for h in heads),
+        window_size=window,
+        mlp_ratio=fc1.shape[0] / embed_dim,
+        qkv_bias=f"layers.{layer_ids[0]}.residual_group.blocks.1.qkv.bias" in state,
+        upsample_features=int(feats),
+        numerics="official",
+    )
+
+
+def load_hmanet(
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    map_location: str | torch.device = "cpu",
+    scale: int | None = None,
+) -> HMANet:
+    """Build an HMANet from a checkpoint and return it in eval mode.
+
+    Args:
+        source: a path (``torch.save`` file read with ``weights_only=True``, or ``.safetensors``) or a state
+            dict in the official layout, bare or wrapped in ``params_ema`` / ``params`` (``params_ema`` wins).
+        map_location: where tensors are loaded.
+        scale: if given, the checkpoint must be of this scale.
+
+    Official checkpoints give a model in ``"official"`` numerics with the official outputs; checkpoints written
+    by :func:`save_hmanet` carry their configuration (numerics mode included).
+
+    Raises:
+        FileNotFoundError, CheckpointError (unreadable file, not HMANet, wrong scale, missing / unexpected /
+        mis-shaped keys).
+    """
+    state, stored = _read(source, map_location)
+    config = HMANetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}) if stored else infer_config(state)
+    if scale is not None and scale != config.scale:
+        raise CheckpointError(f"checkpoint is a x{config.scale} model, but scale {scale} was requested")
+    model = HMANet(config)
+    model.load_state_dict(from_official_state_dict(model, state), strict=True)
+    return model.to(map_location).eval()
+
+
+def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
+    """Save ``model`` in the official layout under ``params_ema``, with its configuration (numerics mode
+    included) under ``gridattn_config``; the official code can load the ``params_ema`` part."""
+    config = dataclasses.asdict(model.config)
+    torch.save({"params_ema": to_official_state_dict(model), CONFIG_KEY: config}, os.fspath(path))

@@ -1,0 +1,189 @@
+"""HMANet (Hybrid Multi-Axis Aggregation Network, arXiv 2405.05001) built from gridattn's blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..blocks import RHTB
+from ..blocks.gab import Numerics
+from ..functional.padding import pad_to_multiple, unpad
+
+SCALES = (2, 3, 4)
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+@dataclass(frozen=True)
+class HMANetConfig:
+    """Hyper-parameters of an HMANet. The defaults are the official x4 model.
+
+    Attributes:
+        scale: upscaling factor (2, 3 or 4; pixel-shuffle upsampler).
+        in_channels: image channels (3 for RGB, 1 for grayscale).
+        embed_dim: feature channels.
+        depths: FAB blocks per RHTB (one entry per RHTB).
+        num_heads: attention heads per RHTB.
+        window_size: window of the window attentions.
+        interval: interval of the grid attention.
+        mlp_ratio: MLP hidden width relative to ``embed_dim``.
+        qkv_bias: bias in the query/key/value projections.
+        drop_path_rate: stochastic depth, rising linearly from 0 to this over all FABs.
+        img_range: images are scaled by this after the mean is subtracted.
+        rgb_mean: subtracted from RGB inputs and added back to outputs (zero for grayscale).
+        upsample_features: channels of the reconstruction convolutions.
+        numerics: ``"corrected"`` (default for new models) or ``"official"`` (bit-compatible with the
+            official implementation, its GAB bugs included; see :class:`gridattn.blocks.GAB`).
+    """
+
+    scale: int = 4
+    in_channels: int = 3
+    embed_dim: int = 180
+    depths: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
+    num_heads: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
+    window_size: int = 16
+    interval: int = 4
+    mlp_ratio: float = 2.0
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.1
+    img_range: float = 1.0
+    rgb_mean: tuple[float, ...] = field(default=DIV2K_RGB_MEAN)
+    upsample_features: int = 64
+    numerics: Numerics = "corrected"
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale}")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if len(self.depths) != len(self.num_heads) or not self.depths:
+            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must be non-empty and equally long")
+        for heads in self.num_heads:
+            if heads % 2 or (self.embed_dim // 4) % (heads // 2) or (self.embed_dim // 2) % (heads // 2):
+                raise ValueError(f"embed_dim={self.embed_dim} does not split into the branches of num_heads={heads}")
+        if self.embed_dim % 4:
+            raise ValueError(f"embed_dim must be divisible by 4, got {self.embed_dim}")
+        if self.numerics not in ("corrected", "official"):
+            raise ValueError(f"numerics must be 'corrected' or 'official', got {self.numerics!r}")
+        if self.in_channels == 3 and len(self.rgb_mean) != 3:
+            raise ValueError(f"rgb_mean needs 3 values for RGB, got {self.rgb_mean}")
+
+    @property
+    def pad_multiple(self) -> int:
+        """Inputs are padded to a multiple of this (windows and grids must tile the map)."""
+        return math.lcm(self.window_size, self.interval)
+
+    def replace(self, **changes) -> "HMANetConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class HMANet(nn.Module):
+    """HMANet for single-image super-resolution.
+
+    ``x -> (x - mean) * img_range -> conv_first -> [LN -> RHTB x n -> LN] -> conv_after_body (+ skip)
+    -> conv + LeakyReLU -> pixel-shuffle upsampler -> conv_last -> / img_range + mean``.
+
+    Any input size works: the image is padded at the bottom/right by symmetric mirroring (as the official
+    test code does) to a multiple of ``lcm(window_size, interval)`` and the output cropped to
+    ``scale * (H, W)``.
+
+    Shapes:
+        ``(B, in_channels, H, W)`` -> ``(B, in_channels, scale*H, scale*W)``, values in the input's range.
+    """
+
+    def __init__(self, config: HMANetConfig = HMANetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        mean = c.rgb_mean if c.in_channels == 3 else (0.0,)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.conv_first = nn.Conv2d(c.in_channels, c.embed_dim, 3, padding=1)
+        self.embed_norm = nn.LayerNorm(c.embed_dim)
+        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths)).tolist()
+        starts = [sum(c.depths[:i]) for i in range(len(c.depths))]
+        self.layers = nn.ModuleList(
+            RHTB(c.embed_dim, depth, heads, c.window_size, c.interval, c.mlp_ratio, c.qkv_bias,
+                 rates[start:start + depth], c.numerics)
+            for depth, heads, start in zip(c.depths, c.num_heads, starts)
+        )
+        self.norm = nn.LayerNorm(c.embed_dim)
+        self.conv_after_body = nn.Conv2d(c.embed_dim, c.embed_dim, 3, padding=1)
+        feats = c.upsample_features
+        self.conv_before_upsample = nn.Sequential(nn.Conv2d(c.embed_dim, feats, 3, padding=1), nn.LeakyReLU(0.01))
+        upsample: list[nn.Module] = []
+        for factor in ([2] * int(math.log2(c.scale)) if c.scale in (2, 4) else [3]):
+            upsample += [nn.Conv2d(feats, factor * factor * feats, 3, padding=1), nn.PixelShuffle(factor)]
+        self.upsample = nn.Sequential(*upsample)
+        self.conv_last = nn.Conv2d(feats, c.in_channels, 3, padding=1)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"HMANet expects images (B, C, H, W), got {shape}")
+        if x.shape[1] != c.in_channels:
+            raise ValueError(f"HMANet expects {c.in_channels} channels (B, C, H, W), got {x.shape[1]} in shape {tuple(x.shape)}")
+        if not x.is_floating_point() or x.numel() == 0:
+            raise ValueError(f"HMANet expects a non-empty floating-point image, got {x.dtype} of shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        mean = self.mean.to(x.dtype)
+        x = pad_to_multiple((x - mean) * c.img_range, c.pad_multiple, mode="symmetric", dims=(-2, -1))
+        x = self.conv_first(x)
+        x = self.conv_after_body(self.forward_features(x)) + x
+        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = x / c.img_range + mean
+        return unpad(x, height * c.scale, width * c.scale, dims=(-2, -1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Deep features: ``(B, embed_dim, H, W)`` -> same, H and W already padded."""
+        x = self.embed_norm(x.permute(0, 2, 3, 1))  # channels-last from here on
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x).permute(0, 3, 1, 2)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """The official initialisation: truncated-normal Linear weights (std 0.02), zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def hmanet_config(scale: int, size: str = "official", numerics: Numerics = "corrected") -> HMANetConfig:
+    """Preset configurations.
+
+    ``"official"``: the released x2/x3/x4 models (embed 180, six RHTBs of depth 6, 6 heads, window 16,
+    interval 4, MLP ratio 2). ``"small"``: embed 60, four RHTBs of depth 2, window 8, interval 4 (trains on
+    a CPU). ``"tiny"``: embed 48, two RHTBs of depth 2, window 8 (for tests and toy runs).
+    """
+    presets = {
+        "official": HMANetConfig(),
+        "small": HMANetConfig(embed_dim=60, depths=(2,) * 4, num_heads=(6,) * 4, window_size=8),
+        "tiny": HMANetConfig(embed_dim=48, depths=(2, 2), num_heads=(4, 4), window_size=8, drop_path_rate=0.0),
+    }
+    if size not in presets:
+        raise ValueError(f"unknown preset {size!r}; expected one of {sorted(presets)}")
+    return presets[size].replace(scale=scale, numerics=numerics)
+
+
+def hmanet_x2(numerics: Numerics = "corrected") -> HMANet:
+    """The official x2 architecture (randomly initialised; see :func:`load_hmanet` for weights)."""
+    return HMANet(hmanet_config(2, numerics=numerics))
+
+
+def hmanet_x3(numerics: Numerics = "corrected") -> HMANet:
+    """The official x3 architecture."""
+    return HMANet(hmanet_config(3, numerics=numerics))
+
+
+def hmanet_x4(numerics: Numerics = "corrected") -> HMANet:
+    """The official x4 architecture."""
+    return HMANet(hmanet_config(4, numerics=numerics))
