@@ -50,12 +50,12 @@ def test_dynamic_position_bias_matches_official_construction_and_mlp_reference(g
     torch.testing.assert_close(bias.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dim", [16, 48, 90, 96, 180, 200])
-def test_grid_attention_bias_width_is_the_official_dim_over_4_over_4(dim):
+@pytest.mark.parametrize("dim", [16, 48, 64, 90, 96, 180, 200])
+def test_grid_attention_bias_width_is_the_official_dim_over_4_over_4_but_at_least_4(dim):
     from gridattn import GridAttention
 
     layer = GridAttention(dim, 3 if dim % 3 == 0 else 2, 4)
-    assert layer.position_biases[0].pos_proj.out_features == dim // 4 // 4
+    assert layer.position_biases[0].pos_proj.out_features == max(4, dim // 4 // 4)
 
 
 def test_bias_is_computed_once_per_size_in_eval_without_grad(monkeypatch):

@@ -39,6 +39,7 @@ class GAB(nn.Module):
         mlp_ratio: hidden width of the MLP relative to ``dim``.
         qkv_bias: bias in the query/key/value projections.
         numerics: ``"corrected"`` or ``"official"``.
+        grid_bias_dim: width of the grid branch's position-bias MLPs (``None``: GridAttention's default).
         backend: attention backend, ``None`` for the default.
 
     Shapes:
@@ -54,6 +55,7 @@ class GAB(nn.Module):
         mlp_ratio: float = 2.0,
         qkv_bias: bool = True,
         numerics: Numerics = "corrected",
+        grid_bias_dim: int | None = None,
         backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -69,7 +71,7 @@ class GAB(nn.Module):
         quarter = dict(in_dim=dim, qkv_bias=qkv_bias, backend=backend)
         self.window_attn = WindowAttention(dim // 4, heads, window_size, 0, **quarter)
         self.window_attn_s = WindowAttention(dim // 4, heads, window_size, window_size // 2, **quarter)
-        self.grid_attn = GridAttention(dim // 2, heads, interval, out_proj=False, **quarter)
+        self.grid_attn = GridAttention(dim // 2, heads, interval, out_proj=False, bias_hidden_dim=grid_bias_dim, **quarter)
         self.fc = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.mlp = PostNorm(dim, Mlp(dim, int(dim * mlp_ratio)))

@@ -20,7 +20,8 @@ class RHTB(nn.Module):
     its input is counted twice: a harmless re-parameterisation kept from the official model.
 
     Args:
-        dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, backend: as :class:`GAB`.
+        dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, grid_bias_dim, backend: as
+            :class:`GAB`.
         depth: number of FAB blocks.
         drop_path: stochastic-depth probability of each FAB, a float or one value per FAB.
 
@@ -39,6 +40,7 @@ class RHTB(nn.Module):
         qkv_bias: bool = True,
         drop_path: float | list[float] = 0.0,
         numerics: Numerics = "corrected",
+        grid_bias_dim: int | None = None,
         backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -54,7 +56,7 @@ class RHTB(nn.Module):
             shift = 0 if i % 2 == 0 else window_size // 2
             blocks.append(FAB(dim, num_heads, window_size, shift, mlp_ratio, qkv_bias, rate, backend))
         self.blocks = nn.ModuleList(blocks)
-        self.gab = GAB(dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, backend)
+        self.gab = GAB(dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, grid_bias_dim, backend)
         self.scale = nn.Parameter(torch.empty(dim))
         nn.init.trunc_normal_(self.scale, std=0.02)
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)

@@ -36,8 +36,10 @@ class GridAttention(nn.Module):
         two_stage: use the grid projection (HMANet) or plain one-stage attention.
         qkv_bias: bias in the query/key/value projection.
         out_proj: end with a ``Linear(dim, dim)``; HMANet's GAB has none (its ``fc`` follows the concat).
-        bias_hidden_dim: width of the position-bias MLPs, default ``max(1, dim // 16)`` (the official
-            HMANet value, 5 for its 90 channels).
+        bias_hidden_dim: width of the position-bias MLPs, default ``max(4, dim // 16)``: the official
+            HMANet formula ``dim // 4 // 4`` (5 for its 90 channels) where that is at least 4. Below 64
+            channels the official formula gives 0 (a crash) to 3; a width of 1 makes the MLP constant
+            (LayerNorm over one channel), so gridattn keeps at least 4.
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after the output projection.
         backend: attention backend (``"sdpa"``, ``"xformers"``, ``"math"``), ``None`` for the default.
@@ -73,7 +75,7 @@ class GridAttention(nn.Module):
         self.interval = to_pair(interval, "interval")
         self.two_stage = two_stage
         self.attn_drop, self.backend = attn_drop, backend
-        hidden = max(1, dim // 16) if bias_hidden_dim is None else bias_hidden_dim
+        hidden = max(4, dim // 16) if bias_hidden_dim is None else bias_hidden_dim
         self.qkv = nn.Linear(self.in_dim, 3 * dim, bias=qkv_bias)
         self.grid_proj = nn.Linear(self.in_dim, dim) if two_stage else None
         # [B₁] for one stage, [B₁, B₂] for two stages

@@ -197,6 +197,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
     if scale is None:
         raise CheckpointError(f"unsupported upsampler: convolutions with {ups} x {feats} outputs")
     fc1 = need(f"layers.{layer_ids[0]}.residual_group.blocks.1.mlp.fc1.weight")
+    bias_dim = need(f"layers.{layer_ids[0]}.residual_group.gab.grid_attn.attn_transform1.pos.pos_proj.weight").shape[0]
     return HMANetConfig(
         scale=scale,
         in_channels=int(in_channels),
@@ -207,6 +208,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
         mlp_ratio=fc1.shape[0] / embed_dim,
         qkv_bias=f"layers.{layer_ids[0]}.residual_group.blocks.1.qkv.bias" in state,
         upsample_features=int(feats),
+        grid_bias_dim=None if bias_dim == max(4, embed_dim // 2 // 16) else int(bias_dim),
         numerics="official",
     )
 

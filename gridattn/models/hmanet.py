@@ -35,6 +35,8 @@ class HMANetConfig:
         img_range: images are scaled by this after the mean is subtracted.
         rgb_mean: subtracted from RGB inputs and added back to outputs (zero for grayscale).
         upsample_features: channels of the reconstruction convolutions.
+        grid_bias_dim: width of the grid attention's position-bias MLPs; ``None`` for
+            :class:`~gridattn.GridAttention`'s default (the official value for ``embed_dim >= 128``).
         numerics: ``"corrected"`` (default for new models) or ``"official"`` (bit-compatible with the
             official implementation, its GAB bugs included; see :class:`gridattn.blocks.GAB`).
     """
@@ -52,6 +54,7 @@ class HMANetConfig:
     img_range: float = 1.0
     rgb_mean: tuple[float, ...] = field(default=DIV2K_RGB_MEAN)
     upsample_features: int = 64
+    grid_bias_dim: int | None = None
     numerics: Numerics = "corrected"
 
     def __post_init__(self) -> None:
@@ -106,7 +109,7 @@ class HMANet(nn.Module):
         starts = [sum(c.depths[:i]) for i in range(len(c.depths))]
         self.layers = nn.ModuleList(
             RHTB(c.embed_dim, depth, heads, c.window_size, c.interval, c.mlp_ratio, c.qkv_bias,
-                 rates[start:start + depth], c.numerics)
+                 rates[start:start + depth], c.numerics, c.grid_bias_dim)
             for depth, heads, start in zip(c.depths, c.num_heads, starts)
         )
         self.norm = nn.LayerNorm(c.embed_dim)

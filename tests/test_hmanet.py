@@ -1,0 +1,198 @@
+"""HMANet: official outputs (fixture made by the official code), parameter counts, checkpoints, errors."""
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import reference
+from gridattn.blocks import FAB, GAB, RHTB
+from gridattn.models import (
+    CheckpointError,
+    HMANet,
+    HMANetConfig,
+    from_official_state_dict,
+    hmanet_config,
+    load_hmanet,
+    save_hmanet,
+    to_official_state_dict,
+)
+from official_cases import CASES, FIXTURE, config_of, input_of, official_state
+from strategies import random_map, randomize_
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def official_outputs():
+    return torch.load(FIXTURES / FIXTURE, weights_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_official_numerics_reproduce_the_official_code(name, official_outputs):
+    """Outputs of the official implementation on the same weights (tools/make_official_fixtures.py)."""
+    model = load_hmanet({"params_ema": official_state(name)})
+    assert model.config == config_of(name) and not model.training
+    with torch.no_grad():
+        out = model(input_of(name))
+    assert out.shape == official_outputs[name].shape
+    torch.testing.assert_close(out, official_outputs[name], rtol=0, atol=1e-4)
+
+
+def test_corrected_and_official_numerics_differ_only_in_the_shifted_gab_branch():
+    official = randomize_(GAB(16, 4, 4, 2, numerics="official"), 0, 0.3)
+    corrected = GAB(16, 4, 4, 2)
+    corrected.load_state_dict(official.state_dict())
+    x = random_map(0, 1, 8, 12, 16)
+    with torch.no_grad():
+        assert (corrected(x) - official(x)).abs().max() > 1e-2
+        for branch in ("window_attn", "grid_attn"):
+            assert torch.equal(getattr(corrected, branch)(x), getattr(official, branch)(x))
+
+
+@pytest.mark.parametrize("scale, count", [(2, 69_722_675), (3, 69_907_315), (4, 69_870_387)])
+def test_parameter_counts_equal_the_official_ones(scale, count):
+    model = HMANet(hmanet_config(scale))
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count
+    assert sum(p.numel() for p in model.parameters()) == count
+    official = to_official_state_dict(model)
+    assert official["relative_position_index_SA"].shape == (256, 256)
+    assert official["relative_position_index_SA"].dtype == torch.int64
+    if scale == 4:
+        assert len(official) == 1007
+
+
+def test_official_layout_round_trip_is_lossless():
+    model = randomize_(HMANet(hmanet_config(3, "tiny")), 0, 0.1)
+    official = to_official_state_dict(model)
+    assert "layers.0.residual_group.gab.qkv.weight" in official
+    assert official["layers.0.residual_group.blocks.0.conv3_1x1.weight"].dim() == 4
+    back = from_official_state_dict(model, official)
+    assert back.keys() == model.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+
+
+def test_params_ema_wins_over_params_and_bare_dicts_load():
+    name = "x2_micro_16x24"
+    ema, raw = official_state(name, seed=0), official_state(name, seed=5)
+    x = input_of(name)
+    with torch.no_grad():
+        from_ema = load_hmanet({"params": raw, "params_ema": ema})(x)
+        assert torch.equal(from_ema, load_hmanet(ema)(x))
+        assert not torch.equal(from_ema, load_hmanet({"params": raw})(x))
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path):
+    state = official_state("x2_micro_16x24")
+    broken = dict(state)
+    del broken["layers.0.residual_group.gab.fc.weight"]
+    broken["layers.0.extra.weight"] = torch.zeros(1)
+    broken["conv_last.bias"] = torch.zeros(4)
+    with pytest.raises(CheckpointError) as error:
+        load_hmanet(broken)
+    message = str(error.value)
+    assert "missing (1): layers.0.residual_group.gab.fc.weight" in message
+    assert "unexpected (1): layers.0.extra.weight" in message
+    assert "conv_last.bias: checkpoint (4,), model expects (3,)" in message
+    with pytest.raises(CheckpointError, match="x2 model, but scale 4 was requested"):
+        load_hmanet(state, scale=4)
+    with pytest.raises(CheckpointError, match="not an HMANet checkpoint"):
+        load_hmanet({"weight": torch.zeros(3)})
+    with pytest.raises(FileNotFoundError):
+        load_hmanet(tmp_path / "missing.pth")
+    truncated = tmp_path / "truncated.pth"
+    torch.save({"params_ema": state}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_hmanet(truncated)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch gridattn-pwned",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"params_ema": _Payload()}))
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_hmanet(path)
+    assert not (tmp_path / "gridattn-pwned").exists()
+
+
+def test_save_and_load_keep_configuration_and_numerics(tmp_path):
+    model = randomize_(HMANet(hmanet_config(2, "tiny").replace(interval=2)), 1, 0.05).eval()
+    path = tmp_path / "model.pth"
+    save_hmanet(model, path)
+    loaded = load_hmanet(path)
+    assert loaded.config == model.config and loaded.config.numerics == "corrected"
+    x = torch.rand(1, 3, 11, 9)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert set(torch.load(path, weights_only=True)["params_ema"]) == set(to_official_state_dict(model))
+
+
+@pytest.mark.parametrize("numerics", ["corrected", "official"])
+@pytest.mark.parametrize("size", [(1, 1), (7, 30), (16, 16), (17, 9)])
+def test_any_input_size(numerics, size):
+    model = HMANet(hmanet_config(3, "tiny", numerics)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, *size))
+    assert out.shape == (2, 3, 3 * size[0], 3 * size[1]) and torch.isfinite(out).all()
+
+
+def test_bad_inputs_raise_value_error():
+    model = HMANet(hmanet_config(2, "tiny"))
+    with pytest.raises(ValueError, match=r"3 channels \(B, C, H, W\), got 4"):
+        model(torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="expects images"):
+        model(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="floating"):
+        model(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="scale"):
+        HMANetConfig(scale=5)
+    with pytest.raises(ValueError, match="numerics"):
+        HMANetConfig(numerics="fast")
+
+
+def test_every_parameter_gets_a_gradient():
+    model = HMANet(hmanet_config(2, "tiny")).train()
+    model(torch.rand(2, 3, 10, 12)).abs().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_fab_is_prenorm_window_attention_then_prenorm_mlp():
+    fab = randomize_(FAB(8, 2, 4, shift=2), 0, 0.3).double()
+    x = random_map(0, 1, 7, 9, 8, dtype=torch.float64)
+    y = x + reference.window_attention(fab.attn.fn, reference.layer_norm(x, fab.attn.norm))
+    hidden = reference.gelu(reference.linear(reference.layer_norm(y, fab.mlp.norm), fab.mlp.fn.fc1))
+    torch.testing.assert_close(fab(x), y + reference.linear(hidden, fab.mlp.fn.fc2), rtol=1e-9, atol=1e-9)
+
+
+def test_corrected_gab_against_reference_branches():
+    gab = randomize_(GAB(16, 4, 4, 2), 0, 0.3).double()
+    x = random_map(0, 2, 9, 11, 16, dtype=torch.float64)
+    branches = torch.cat([reference.window_attention(gab.window_attn, x),
+                          reference.window_attention(gab.window_attn_s, x),
+                          reference.grid_attention(gab.grid_attn, x)], -1)
+    y = x + reference.layer_norm(reference.linear(branches, gab.fc), gab.norm1)
+    mlp = reference.linear(reference.gelu(reference.linear(y, gab.mlp.fn.fc1)), gab.mlp.fn.fc2)
+    torch.testing.assert_close(gab(x), y + reference.layer_norm(mlp, gab.mlp.norm), rtol=1e-9, atol=1e-9)
+
+
+def test_rhtb_structure_matches_the_official_order():
+    block = RHTB(16, 6, 4, 4, 2)
+    kinds = [type(b).__name__ for b in block.blocks]
+    assert kinds == ["FusedConv", "FAB", "FAB", "FusedConv", "FAB", "FAB", "FusedConv", "FAB", "FAB"]
+    assert [b.attn.fn.shift for b in block.blocks if isinstance(b, FAB)] == [(0, 0), (2, 2)] * 3
+
+
+def test_official_gab_rejects_sizes_that_are_not_multiples():
+    gab = GAB(16, 4, 4, 2, numerics="official")
+    with pytest.raises(ValueError, match="multiples of 4"):
+        gab(torch.rand(1, 6, 8, 16))
