@@ -32,14 +32,21 @@ def official_outputs():
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_official_numerics_reproduce_the_official_code(name, official_outputs):
-    """Outputs of the official implementation on the same weights (tools/make_official_fixtures.py)."""
+def test_official_numerics_reproduce_the_official_code_and_corrected_ones_do_not(name, official_outputs):
+    """Outputs of the official implementation on the same weights (tools/make_official_fixtures.py),
+    to 1e-5 in float32; the corrected numerics must differ."""
     model = load_hmanet({"params_ema": official_state(name)})
     assert model.config == config_of(name) and not model.training
+    expected = official_outputs[name]
     with torch.no_grad():
         out = model(input_of(name))
-    assert out.shape == official_outputs[name].shape
-    torch.testing.assert_close(out, official_outputs[name], rtol=0, atol=1e-4)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+    corrected = HMANet(model.config.replace(numerics="corrected")).eval()
+    corrected.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert (corrected(input_of(name)) - expected).abs().max() > 1e-3
 
 
 def test_corrected_and_official_numerics_differ_only_in_the_shifted_gab_branch():
@@ -76,7 +83,7 @@ def test_official_layout_round_trip_is_lossless():
 
 
 def test_params_ema_wins_over_params_and_bare_dicts_load():
-    name = "x2_micro_16x24"
+    name = "x2_reduced_16x24"
     ema, raw = official_state(name, seed=0), official_state(name, seed=5)
     x = input_of(name)
     with torch.no_grad():
@@ -86,7 +93,7 @@ def test_params_ema_wins_over_params_and_bare_dicts_load():
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path):
-    state = official_state("x2_micro_16x24")
+    state = official_state("x2_reduced_16x24")
     broken = dict(state)
     del broken["layers.0.residual_group.gab.fc.weight"]
     broken["layers.0.extra.weight"] = torch.zeros(1)

@@ -178,3 +178,21 @@ def test_bad_inputs_raise_clear_errors(name):
 def test_bad_constructor_arguments_raise_value_error(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_argument_types_are_validated_up_front():
+    import numpy as np
+
+    assert WindowAttention(8, 2, np.int64(4)).window_size == (4, 4)
+    with pytest.raises(ValueError, match="window_size must be an int or a pair"):
+        WindowAttention(8, 2, 4.0)
+    with pytest.raises(ValueError, match="shift must be an int or a pair"):
+        WindowAttention(8, 2, 4, shift=1.5)
+    with pytest.raises(ValueError, match="shift must be an int or a pair"):
+        WindowAttention(8, 2, 4, shift=True)
+    with pytest.raises(ValueError, match="unknown attention backend 'fast'"):
+        GridAttention(8, 2, 4, backend="fast")
+    with pytest.raises(ValueError, match="attn_drop"):
+        WindowAttention(8, 2, 4, attn_drop=1.5)
+    with pytest.raises(ValueError, match="dtype torch.float64 but the layer's weights are torch.float32"):
+        GridAttention(8, 2, 4)(torch.zeros(1, 4, 4, 8, dtype=torch.float64))

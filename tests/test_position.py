@@ -99,3 +99,67 @@ def test_cache_follows_weight_changes():
 def reference_index(size):
     coords = [(y, x) for y in range(size) for x in range(size)]
     return torch.tensor([[(a[0] - b[0] + size - 1) * (2 * size - 1) + a[1] - b[1] + size - 1 for b in coords] for a in coords])
+
+
+def _fresh(module, size):
+    module.train()
+    with torch.no_grad():
+        value = module(size)
+    module.eval()
+    return value
+
+
+def test_cache_sees_in_place_data_updates_and_fused_optimiser_steps():
+    """EMA code edits p.data in place and fused optimisers do not bump tensor versions: both must be seen."""
+    module = randomize_(DynamicPositionBias(2, 4), 0).eval()
+    with torch.no_grad():
+        module((3, 3))
+        for p in module.parameters():
+            p.data.mul_(-3)
+        torch.testing.assert_close(module((3, 3)), _fresh(module, (3, 3)))
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.5, fused=True)
+    with torch.no_grad():
+        module((3, 3))
+    module((3, 3)).sum().backward()  # grad enabled: computed afresh
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(module((3, 3)), _fresh(module, (3, 3)))
+
+
+def test_cache_is_keyed_by_autocast_and_bounded_and_not_pickled():
+    import pickle
+
+    module = DynamicPositionBias(2, 4).eval()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert module((3, 3)).dtype == torch.bfloat16
+        assert module((3, 3)).dtype == torch.float32
+        for size in range(1, 20):
+            module((size, 2))
+    assert len(module._cache) <= 8
+    assert len(pickle.loads(pickle.dumps(module))._cache) == 0
+
+
+@pytest.mark.parametrize("layer_cls", ["window", "grid"])
+def test_training_works_after_a_forward_in_inference_mode(layer_cls):
+    from gridattn import GridAttention, WindowAttention
+
+    layer = WindowAttention(8, 2, 4, shift=2) if layer_cls == "window" else GridAttention(8, 2, 3)
+    x = torch.randn(1, 7, 9, 8)
+    with torch.inference_mode():
+        layer.eval()(x)
+    layer.train()(x).sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_vmap_over_stacked_weights_in_eval():
+    """Model ensembling with torch.func: the cache steps aside under functorch transforms."""
+    from gridattn import GridAttention
+
+    models = [GridAttention(8, 2, 3).eval() for _ in range(2)]
+    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k, _ in models[0].named_parameters()}
+    x = torch.randn(1, 6, 6, 8)
+    with torch.no_grad():
+        stacked = torch.func.vmap(lambda p: torch.func.functional_call(models[0], p, (x,)))(params)
+        for i, model in enumerate(models):
+            torch.testing.assert_close(stacked[i], model(x), rtol=1e-5, atol=1e-5)

@@ -19,6 +19,7 @@ class FAB(nn.Module):
         mlp_ratio: hidden width of the MLP relative to ``dim``.
         qkv_bias: bias in the query/key/value projection.
         drop_path: stochastic-depth probability of both branches.
+        mask_value: score of masked pairs in SW-MSA (``-inf``; the official HMANet uses ``-100``).
         backend: attention backend, ``None`` for the default.
 
     Shapes:
@@ -34,10 +35,13 @@ class FAB(nn.Module):
         mlp_ratio: float = 2.0,
         qkv_bias: bool = True,
         drop_path: float = 0.0,
+        mask_value: float = float("-inf"),
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        attention = WindowAttention(dim, num_heads, window_size, shift, qkv_bias=qkv_bias, backend=backend)
+        attention = WindowAttention(
+            dim, num_heads, window_size, shift, qkv_bias=qkv_bias, mask_value=mask_value, backend=backend
+        )
         self.attn = PreNorm(dim, attention, drop_path)
         self.mlp = PreNorm(dim, Mlp(dim, int(dim * mlp_ratio)), drop_path)
 

@@ -15,6 +15,7 @@ from ..functional.partition import window_partition, window_reverse
 from ..layers import GridAttention, Mlp, PostNorm, WindowAttention
 
 Numerics = Literal["corrected", "official"]
+OFFICIAL_MASK_VALUE = -100.0  # what the official code adds to masked scores (Swin's convention)
 
 
 class GAB(nn.Module):
@@ -28,7 +29,8 @@ class GAB(nn.Module):
     ``numerics="official"`` reproduces two bugs of the official code in the shifted branch: the rolled map
     is cut into consecutive raster runs of ``window**2`` tokens instead of windows (the shifted-window mask
     is still added), and the result is rolled back along the token and the **channel** axes of a
-    ``(B, H*W, C)`` tensor. ``"corrected"`` (default) runs a real SW-MSA. Official numerics need H and W
+    ``(B, H*W, C)`` tensor; its mask adds ``-100`` (not ``-inf``), as the official code does.
+    ``"corrected"`` (default) runs a real SW-MSA with an exact mask. Official numerics need H and W
     to be multiples of ``window_size`` (HMANet pads to that).
 
     Args:
@@ -95,7 +97,8 @@ class GAB(nn.Module):
         q, k, v = rearrange(qkv, "b h w (three heads d) -> three b (h w) heads d", three=3, heads=layer.num_heads)
         q, k, v = (rearrange(t, "b (n t) heads d -> b n heads t d", t=window * window) for t in (q, k, v))
         bias = layer.relative_position_bias() + window_attention_mask(
-            height, width, window, shift, device=x.device, dtype=layer.relative_position_bias.relative_position_bias_table.dtype
+            height, width, window, shift, device=x.device,
+            dtype=layer.relative_position_bias.relative_position_bias_table.dtype, masked_value=OFFICIAL_MASK_VALUE,
         )[:, None]
         out = attention(q, k, v, bias, backend=layer.backend)
         out = layer.proj(rearrange(out, "b n heads t d -> (b n) t (heads d)"))

@@ -8,7 +8,7 @@ from torch import nn
 from ..functional._checks import check_feature_map, check_positive
 from ..layers import FusedConv
 from .fab import FAB
-from .gab import GAB, Numerics
+from .gab import GAB, OFFICIAL_MASK_VALUE, Numerics
 
 
 class RHTB(nn.Module):
@@ -49,12 +49,13 @@ class RHTB(nn.Module):
         if len(rates) != depth:
             raise ValueError(f"drop_path has {len(rates)} values for depth {depth}")
         self.dim = dim
+        mask_value = OFFICIAL_MASK_VALUE if numerics == "official" else float("-inf")
         blocks: list[nn.Module] = []
         for i, rate in enumerate(rates):
             if i % 2 == 0:
                 blocks.append(FusedConv(dim, expand_ratio=6, se_reduction=2))
             shift = 0 if i % 2 == 0 else window_size // 2
-            blocks.append(FAB(dim, num_heads, window_size, shift, mlp_ratio, qkv_bias, rate, backend))
+            blocks.append(FAB(dim, num_heads, window_size, shift, mlp_ratio, qkv_bias, rate, mask_value, backend))
         self.blocks = nn.ModuleList(blocks)
         self.gab = GAB(dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, grid_bias_dim, backend)
         self.scale = nn.Parameter(torch.empty(dim))

@@ -11,14 +11,42 @@ import torch
 Size2 = tuple[int, int]
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
+def _int_pair(value, name: str) -> Size2:
+    if hasattr(value, "__index__") and not isinstance(value, bool):  # int, numpy integer, SymInt
+        value = value if isinstance(value, torch.SymInt) else int(value.__index__())
+        return value, value
+    try:
+        pair = tuple(v if isinstance(v, torch.SymInt) else v.__index__() for v in value)
+    except (TypeError, AttributeError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if len(pair) != 2 or any(isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
 def to_pair(value: int | tuple[int, int], name: str) -> Size2:
     """Return ``(value, value)`` for an int, or the validated pair; every entry must be an int >= 1."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    pair = _int_pair(value, name)
     if min(pair) < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair
+
+
+def check_shift(shift: int | tuple[int, int], window: Size2) -> Size2:
+    """Validate a cyclic shift against its window: ints with ``0 <= shift < window`` per axis."""
+    pair = _int_pair(shift, "shift")
+    if not all(0 <= s < w for s, w in zip(pair, window)):
+        raise ValueError(f"shift {shift!r} must lie in [0, window_size) for window_size {window}")
+    return pair
+
+
+def check_probability(value: float, name: str) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
 
 
 def check_positive(value: int, name: str) -> None:
@@ -35,8 +63,11 @@ def check_heads(dim: int, num_heads: int, name: str = "dim") -> int:
     return dim // num_heads
 
 
-def check_feature_map(x: torch.Tensor, channels: int | None = None, name: str = "input") -> None:
-    """Check that ``x`` is a non-empty floating ``(B, H, W, C)`` feature map with ``channels`` channels."""
+def check_feature_map(
+    x: torch.Tensor, channels: int | None = None, name: str = "input", dtype: torch.dtype | None = None
+) -> None:
+    """Check that ``x`` is a non-empty floating ``(B, H, W, C)`` feature map with ``channels`` channels
+    (and, outside autocast, of the layer's ``dtype``)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -49,3 +80,5 @@ def check_feature_map(x: torch.Tensor, channels: int | None = None, name: str = 
         raise ValueError(
             f"{name} has {x.shape[-1]} channels in its last dim, expected {channels} (layout is (B, H, W, C))"
         )
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"{name} has dtype {x.dtype} but the layer's weights are {dtype}; convert one of them")

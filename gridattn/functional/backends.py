@@ -36,6 +36,12 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown attention backend {name!r}; expected one of {BACKENDS}")
 
 
+def check_backend(name: str | None) -> None:
+    """Raise ``ValueError`` unless ``name`` is a backend name or ``None`` (the default)."""
+    if name is not None:
+        _check_name(name)
+
+
 def get_default_backend() -> str:
     """The backend used when a call or layer does not name one (``"sdpa"`` unless changed)."""
     return _default

@@ -4,8 +4,8 @@ Both masks come from one rule: every token gets a *label*, and a query may atten
 carry the same label. For windows the label of a real token is the window it belongs to on the unrolled map
 (so SW-MSA's cyclic roll never lets tokens from opposite borders meet); padding tokens share one label of
 their own, so real tokens never see padding and no row is ever fully masked (no NaN, also in backward).
-The masks are exact (``-inf``, i.e. weight 0); Swin and the official HMANet code use ``-100`` instead,
-which differs by less than ``exp(-100)`` relative.
+The masks are exact by default (``-inf``, i.e. weight 0). Swin and the official HMANet code add ``-100``
+instead, which only masks while scores stay well below 100; ``masked_value=-100.0`` reproduces it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import torch
 
-from ._checks import to_pair
+from ._checks import check_shift, to_pair
 from .padding import padded_size
 from .partition import grid_partition, window_partition
 
@@ -27,11 +27,11 @@ def _axis_labels(length: int, padded: int, window: int, shift: int, device: torc
     return torch.where(pos < length, torch.div(pos - shift, window, rounding_mode="floor") + 1, PAD_LABEL)
 
 
-def _label_mask(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``(G, N)`` labels -> ``(G, N, N)`` additive mask: 0 where query and key labels match, else -inf."""
+def _label_mask(labels: torch.Tensor, dtype: torch.dtype, masked_value: float = float("-inf")) -> torch.Tensor:
+    """``(G, N)`` labels -> ``(G, N, N)`` additive mask: 0 where query and key labels match, else masked_value."""
     same = labels[:, :, None] == labels[:, None, :]
     zero = torch.zeros((), dtype=dtype, device=labels.device)
-    return torch.where(same, zero, torch.tensor(float("-inf"), dtype=dtype, device=labels.device))
+    return torch.where(same, zero, torch.tensor(masked_value, dtype=dtype, device=labels.device))
 
 
 def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device):
@@ -43,14 +43,15 @@ def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[
     return labels[None, :, :, None]  # (1, H', W', 1)
 
 
-@lru_cache(maxsize=64)
-def _window_mask(height, width, window, shift, device, dtype):
+@lru_cache(maxsize=16)
+@torch.inference_mode(False)  # cached: must stay usable by autograd after a call in inference mode
+def _window_mask(height, width, window, shift, device, dtype, masked_value):
     padded = padded_size(height, width, window)
     if shift == (0, 0) and padded == (height, width):
         return None
     labels = _map_labels(height, width, padded, window, shift, device)
     labels = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-    return _label_mask(window_partition(labels.float(), window).flatten(1).long(), dtype)
+    return _label_mask(window_partition(labels.float(), window).flatten(1).long(), dtype, masked_value)
 
 
 def window_attention_mask(
@@ -61,23 +62,24 @@ def window_attention_mask(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    masked_value: float = float("-inf"),
 ) -> torch.Tensor | None:
     """Mask for (shifted) window attention on an ``height x width`` map padded to a multiple of the window.
 
     The map is padded at the bottom/right, then rolled by ``-shift`` and partitioned into windows (the
     order of :func:`window_partition`). Returns ``(num_windows, N, N)`` with ``N = window_h * window_w``,
-    0 where attention is allowed and ``-inf`` elsewhere, or ``None`` when nothing needs masking (no shift,
-    no padding). Cached per (size, window, shift, device, dtype): treat it as read-only.
+    0 where attention is allowed and ``masked_value`` (default ``-inf``) elsewhere, or ``None`` when nothing
+    needs masking (no shift, no padding). Cached per (size, window, shift, device, dtype, masked_value):
+    treat it as read-only.
     """
     window = to_pair(window_size, "window_size")
-    shift = (shift, shift) if isinstance(shift, int) else tuple(shift)
-    if not all(0 <= s < w for s, w in zip(shift, window)):
-        raise ValueError(f"shift {shift} must lie in [0, window_size) for window_size {window}")
+    shift = check_shift(shift, window)
     compute = _window_mask.__wrapped__ if torch.compiler.is_compiling() else _window_mask  # traced, not cached
-    return compute(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype)
+    return compute(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype, masked_value)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
+@torch.inference_mode(False)
 def _grid_mask(height, width, interval, device, dtype):
     padded = padded_size(height, width, interval)
     if padded == (height, width):

@@ -9,7 +9,8 @@ import torch
 from ._checks import to_pair
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
+@torch.inference_mode(False)  # cached: must stay usable by autograd after a call in inference mode
 def _relative_position_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
     h, w = size
     coords = torch.stack(torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"))

@@ -6,8 +6,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..functional._checks import check_feature_map, check_heads, check_positive, to_pair
-from ..functional.backends import attention
+from ..functional._checks import check_feature_map, check_heads, check_positive, check_probability, to_pair
+from ..functional.backends import attention, check_backend
 from ..functional.masks import grid_attention_mask
 from ..functional.padding import pad_to_multiple, unpad
 from ..functional.partition import grid_partition, grid_reverse
@@ -74,6 +74,8 @@ class GridAttention(nn.Module):
         check_positive(self.in_dim, "in_dim")
         self.interval = to_pair(interval, "interval")
         self.two_stage = two_stage
+        check_probability(attn_drop, "attn_drop")
+        check_backend(backend)
         self.attn_drop, self.backend = attn_drop, backend
         hidden = max(4, dim // 16) if bias_hidden_dim is None else bias_hidden_dim
         self.qkv = nn.Linear(self.in_dim, 3 * dim, bias=qkv_bias)
@@ -91,7 +93,7 @@ class GridAttention(nn.Module):
                          b=batch, heads=self.num_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.in_dim)
+        check_feature_map(x, self.in_dim, dtype=self.qkv.weight.dtype)
         batch, height, width, _ = x.shape
         x = pad_to_multiple(x, self.interval)
         padded_h, padded_w = x.shape[1:3]

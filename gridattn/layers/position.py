@@ -2,44 +2,21 @@
 
 Both return an additive bias ``(num_heads, N, N)`` for the ``N`` tokens of a window or group in raster
 order, to be added to the attention scores. In eval mode with gradients disabled the bias depends only on
-the weights and the size, so it is computed once per size (and device, dtype) and reused; the cache is
-dropped automatically when a weight changes (``load_state_dict``, an optimiser step, ``.to()``).
+the weights and the size, so it is computed once per size and reused while the weights stay the same
+(see :class:`~gridattn.layers._eval_cache.CachedInEval`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Hashable
 
 import torch
 from torch import nn
 
 from ..functional._checks import check_positive, to_pair
 from ..functional.position import relative_offsets, relative_position_index
+from ._eval_cache import CachedInEval
 
 
-class _CachedInEval(nn.Module):
-    """Base for modules whose output depends only on their weights and a hashable key."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: dict[Hashable, tuple[tuple, torch.Tensor]] = {}
-
-    def _cached(self, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return compute()
-        stamp = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
-        hit = self._cache.get(key)
-        if hit is None or hit[0] != stamp:
-            hit = (stamp, compute())
-            self._cache[key] = hit
-        return hit[1]
-
-    def train(self, mode: bool = True):
-        self._cache.clear()
-        return super().train(mode)
-
-
-class RelativePositionBias(_CachedInEval):
+class RelativePositionBias(CachedInEval):
     """Swin's learned relative-position bias for a fixed ``window_size``.
 
     Args:
@@ -74,7 +51,7 @@ class RelativePositionBias(_CachedInEval):
         return f"window_size={self.window_size}, num_heads={self.num_heads}"
 
 
-class DynamicPositionBias(_CachedInEval):
+class DynamicPositionBias(CachedInEval):
     """Relative-position bias from an MLP over relative offsets, for groups of any size (HMANet's).
 
     The MLP maps each offset ``(dy, dx)`` (raw integers, as in the official code) through

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..functional._checks import check_probability
+
 
 class DropPath(nn.Module):
     """Stochastic depth: in training, zero a sample's branch with probability ``p`` and scale the rest by
@@ -12,8 +14,7 @@ class DropPath(nn.Module):
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop-path probability must lie in [0, 1), got {p}")
+        check_probability(p, "drop-path probability")
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..functional._checks import check_feature_map, check_heads, check_positive, to_pair
-from ..functional.backends import attention
+from ..functional._checks import check_feature_map, check_heads, check_positive, check_probability, check_shift, to_pair
+from ..functional.backends import attention, check_backend
 from ..functional.masks import window_attention_mask
 from ..functional.padding import pad_to_multiple, unpad
 from ..functional.partition import window_partition, window_reverse
@@ -32,6 +32,8 @@ class WindowAttention(nn.Module):
         qkv_bias: bias in the query/key/value projection.
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after the output projection.
+        mask_value: added to the scores of masked token pairs. ``-inf`` (default) masks exactly; Swin and
+            the official HMANet use ``-100``, which stops masking once scores approach 100.
         backend: attention backend (``"sdpa"``, ``"xformers"``, ``"math"``), ``None`` for the default.
 
     Shapes:
@@ -53,6 +55,7 @@ class WindowAttention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        mask_value: float = float("-inf"),
         backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -61,17 +64,17 @@ class WindowAttention(nn.Module):
         self.in_dim = dim if in_dim is None else in_dim
         check_positive(self.in_dim, "in_dim")
         self.window_size = to_pair(window_size, "window_size")
-        self.shift = (shift, shift) if isinstance(shift, int) else tuple(shift)
-        if len(self.shift) != 2 or not all(0 <= s < w for s, w in zip(self.shift, self.window_size)):
-            raise ValueError(f"shift {shift!r} must lie in [0, window_size) for window_size {self.window_size}")
-        self.attn_drop, self.backend = attn_drop, backend
+        self.shift = check_shift(shift, self.window_size)
+        check_probability(attn_drop, "attn_drop")
+        check_backend(backend)
+        self.attn_drop, self.backend, self.mask_value = attn_drop, backend, mask_value
         self.qkv = nn.Linear(self.in_dim, 3 * dim, bias=qkv_bias)
         self.relative_position_bias = RelativePositionBias(self.window_size, num_heads)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.in_dim)
+        check_feature_map(x, self.in_dim, dtype=self.qkv.weight.dtype)
         batch, height, width, _ = x.shape
         shift = self.shift
         qkv = pad_to_multiple(self.qkv(x), self.window_size)
@@ -87,7 +90,7 @@ class WindowAttention(nn.Module):
         )
         bias = self.relative_position_bias()  # (heads, N, N)
         mask = window_attention_mask(
-            height, width, self.window_size, shift, device=bias.device, dtype=bias.dtype
+            height, width, self.window_size, shift, device=bias.device, dtype=bias.dtype, masked_value=self.mask_value
         )  # (windows, N, N) or None
         if mask is not None:
             bias = bias + mask[:, None]
