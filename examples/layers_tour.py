@@ -30,7 +30,7 @@ def main() -> None:
             y = layer(x)
             print(f"{name:34s} -> {tuple(y.shape)}  params {sum(p.numel() for p in layer.parameters()):>7,}")
 
-    print("\nattention backends on this machine (None = available):")
+    print("\nattention backends on this machine:")
     for backend, reason in gridattn.available_backends().items():
         print(f"  {backend:9s} {reason or 'available'}")
 

@@ -3,7 +3,7 @@
 Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height and width.
 """
 
-from . import functional
+from . import blocks, functional, models
 from .functional import attention, available_backends, default_backend, set_default_backend
 from .layers import (
     ChannelAttention,
@@ -35,7 +35,9 @@ __all__ = [
     "WindowAttention",
     "attention",
     "available_backends",
+    "blocks",
     "default_backend",
     "functional",
+    "models",
     "set_default_backend",
 ]

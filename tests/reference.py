@@ -146,3 +146,22 @@ def fused_conv(layer, x: torch.Tensor) -> torch.Tensor:
 def conv_channel_attention(layer, x: torch.Tensor) -> torch.Tensor:
     y = conv2d_same(gelu(conv2d_same(_f64(x), layer.conv1)), layer.conv2)
     return channel_attention(layer.channel_attention, y)
+
+
+def swin_windows(t: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * num_windows, window * window, C) by reshape, as Swin writes it."""
+    batch, height, width, channels = t.shape
+    t = t.reshape(batch, height // window, window, width // window, window, channels)
+    return t.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, channels)
+
+
+def swin_region_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Swin's SW-MSA mask: three slices per axis of the rolled map, -100 between regions: (nW, N, N)."""
+    region = torch.zeros(height, width)
+    label = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            region[hs, ws] = label
+            label += 1
+    region = swin_windows(region[None, :, :, None], window)[..., 0]
+    return (region[:, None, :] != region[:, :, None]).double() * -100.0

@@ -21,6 +21,7 @@ from gridattn.functional import (
     window_partition,
     window_reverse,
 )
+import reference
 from strategies import random_map, seeds
 
 units = st.tuples(st.integers(1, 5), st.integers(1, 5))
@@ -131,25 +132,12 @@ def test_padding_errors_and_no_op():
         unpad(x, 5, 4)
 
 
-def _swin_region_mask(height, width, window, shift):
-    """Swin's original construction: three slices per axis on the rolled map, -100 between regions."""
-    region = torch.zeros(height, width)
-    label = 0
-    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
-        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
-            region[hs, ws] = label
-            label += 1
-    region = window_partition(region[None, :, :, None], window).flatten(1)
-    diff = region[:, None, :] - region[:, :, None]
-    return diff.masked_fill(diff != 0, -100.0)
-
-
 @given(window=st.integers(2, 6), windows_h=st.integers(1, 4), windows_w=st.integers(1, 4), data=st.data())
 def test_shifted_window_mask_equals_swin_mask(window, windows_h, windows_w, data):
     shift = data.draw(st.integers(1, window - 1))
     height, width = window * windows_h, window * windows_w
     ours = window_attention_mask(height, width, window, shift)
-    swin = _swin_region_mask(height, width, window, shift)
+    swin = reference.swin_region_mask(height, width, window, shift)
     assert torch.equal(ours == 0, swin == 0)
     assert torch.isneginf(ours[ours != 0]).all()
     assert window_attention_mask(height, width, window, 0) is None

@@ -144,7 +144,7 @@ def test_save_and_load_keep_configuration_and_numerics(tmp_path):
 
 
 @pytest.mark.parametrize("numerics", ["corrected", "official"])
-@pytest.mark.parametrize("size", [(1, 1), (7, 30), (16, 16), (17, 9)])
+@pytest.mark.parametrize("size", [(1, 1), (7, 30), (16, 16), (17, 9), (37, 53)])
 def test_any_input_size(numerics, size):
     model = HMANet(hmanet_config(3, "tiny", numerics)).eval()
     with torch.no_grad():
@@ -203,3 +203,58 @@ def test_official_gab_rejects_sizes_that_are_not_multiples():
     gab = GAB(16, 4, 4, 2, numerics="official")
     with pytest.raises(ValueError, match="multiples of 4"):
         gab(torch.rand(1, 6, 8, 16))
+
+
+def test_full_x4_saves_loads_strictly_and_runs(tmp_path):
+    model = HMANet(hmanet_config(4)).eval()
+    path = tmp_path / "x4.pth"
+    save_hmanet(model, path)
+    loaded = load_hmanet(path, scale=4)
+    assert sum(p.numel() for p in loaded.parameters()) == 69_870_387
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    x = torch.rand(1, 3, 12, 20)
+    with torch.no_grad():
+        out = loaded(x)
+        assert torch.equal(out, model(x)) and out.shape == (1, 3, 48, 80)
+
+
+def test_safetensors_checkpoint_with_configuration(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    import dataclasses
+    import json
+
+    model = randomize_(HMANet(hmanet_config(2, "tiny")), 2, 0.05).eval()
+    path = tmp_path / "model.safetensors"
+    state = {k: v.contiguous() for k, v in to_official_state_dict(model).items()}
+    safetensors.save_file(state, path, metadata={"gridattn_config": json.dumps(dataclasses.asdict(model.config))})
+    loaded = load_hmanet(path)
+    assert loaded.config == model.config
+    x = torch.rand(1, 3, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    bare = tmp_path / "bare.safetensors"
+    safetensors.save_file(state, bare)
+    assert load_hmanet(bare).config.numerics == "official"
+
+
+def test_bfloat16_autocast_and_compile_agree_with_eager_float32():
+    """Tolerances on images in [0, 1]: autocast bfloat16 within 0.05, compiled float32 within 1e-5."""
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    x = torch.rand(1, 3, 12, 17)
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+        torch.testing.assert_close(low.float(), expected, rtol=0, atol=0.05)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="aot_eager")
+        torch.testing.assert_close(compiled(x), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_inductor_compile_agrees_with_eager():
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    x = torch.rand(1, 3, 16, 16)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=0, atol=1e-4)

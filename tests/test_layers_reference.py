@@ -44,17 +44,8 @@ def _swin_classic(layer: WindowAttention, x: torch.Tensor) -> torch.Tensor:
     batch, height, width, dim = x.shape
     ws, s, heads = layer.window_size[0], layer.shift[0], layer.num_heads
     x = torch.roll(x, (-s, -s), (1, 2))
-    region = torch.zeros(height, width)
-    label = 0
-    for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
-        for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
-            region[hs, wsl] = label
-            label += 1
-    def windows(t):  # (B, H, W, C) -> (B * nW, ws * ws, C)
-        t = t.reshape(t.shape[0], height // ws, ws, width // ws, ws, t.shape[-1])
-        return t.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, t.shape[-1])
-    region = windows(region[None, :, :, None])[..., 0]
-    mask = (region[:, None, :] != region[:, :, None]).double() * -100.0  # (nW, N, N)
+    mask = reference.swin_region_mask(height, width, ws, s)  # (nW, N, N)
+    windows = lambda t: reference.swin_windows(t, ws)  # noqa: E731
     table = layer.relative_position_bias.relative_position_bias_table
     coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
     rel = coords[:, :, None] - coords[:, None, :]
