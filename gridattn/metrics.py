@@ -1,0 +1,97 @@
+"""PSNR and SSIM as the super-resolution literature computes them.
+
+Protocol: both images are ``uint8`` (float images in ``[0, 1]`` are rounded to ``uint8`` first); colour images
+are compared on the Y channel of ITU-R BT.601 YCbCr, ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``
+(not rounded); a grayscale image is its own Y channel; ``border`` pixels (the scale) are cropped from each
+side. SSIM follows Wang et al.'s reference: 11x11 Gaussian window (sigma 1.5), ``K1 = 0.01``, ``K2 = 0.03``,
+'valid' filtering, mean of the SSIM map, no downsampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def as_uint8(image) -> np.ndarray:
+    """``uint8`` numpy view of an image: uint8 as is, floats in ``[0, 1]`` rounded, tensors ``(C, H, W)``
+    or ``(1, C, H, W)`` moved to ``(H, W, C)``."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dim() == 4:
+            if image.shape[0] != 1:
+                raise ValueError(f"metrics take one image, got a batch of {image.shape[0]}")
+            image = image[0]
+        if image.dim() == 3:
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"images must be uint8 or float in [0, 1], got {image.dtype}")
+    return np.clip(np.floor(image.astype(np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def y_channel(image) -> np.ndarray:
+    """BT.601 luma of an RGB image in ``[16, 235]`` as float64 ``(H, W)``; grayscale images as they are."""
+    image = as_uint8(image).astype(np.float64)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {image.shape}")
+    return 16.0 + (65.481 * image[..., 0] + 128.553 * image[..., 1] + 24.966 * image[..., 2]) / 255.0
+
+
+def _prepare(a, b, border: int, y_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    a = y_channel(a) if y_only else as_uint8(a).astype(np.float64)
+    b = y_channel(b) if y_only else as_uint8(b).astype(np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in size: {a.shape} vs {b.shape}")
+    if border < 0 or 2 * border >= min(a.shape[:2]):
+        raise ValueError(f"border {border} leaves nothing of a {a.shape[0]}x{a.shape[1]} image")
+    if border:
+        a, b = a[border:-border, border:-border], b[border:-border, border:-border]
+    return a, b
+
+
+def psnr(image, reference, *, border: int = 0, y_only: bool = True) -> float:
+    """Peak signal-to-noise ratio in dB (peak 255); ``inf`` for identical images."""
+    a, b = _prepare(image, reference, border, y_only)
+    mse = np.mean((a - b) ** 2)
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    window = torch.outer(g, g)
+    return window / window.sum()
+
+
+def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    window = _gaussian_window()[None, None]
+    x = torch.from_numpy(a)[None, None]
+    y = torch.from_numpy(b)[None, None]
+    if min(a.shape) < window.shape[-1]:
+        raise ValueError(f"SSIM needs images of at least 11x11 after cropping, got {a.shape[0]}x{a.shape[1]}")
+    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+    sigma_x = F.conv2d(x * x, window) - mu_x**2
+    sigma_y = F.conv2d(y * y, window) - mu_y**2
+    sigma_xy = F.conv2d(x * y, window) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))
+    return float(ssim_map.mean())
+
+
+def ssim(image, reference, *, border: int = 0, y_only: bool = True) -> float:
+    """Structural similarity (Wang et al. 2004) on Y (or averaged over channels when ``y_only=False``)."""
+    a, b = _prepare(image, reference, border, y_only)
+    if a.ndim == 2:
+        return _ssim_single(a, b)
+    return float(np.mean([_ssim_single(a[..., c], b[..., c]) for c in range(a.shape[2])]))
