@@ -1,0 +1,147 @@
+"""The ``gridattn`` command line: ``upscale`` images and ``evaluate`` on a benchmark folder.
+
+Errors a user can make (missing folder, no images, unreadable file, wrong checkpoint) print one line and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import IMAGE_SUFFIXES, imresize, list_images, modcrop, read_image, write_image
+from .inference import upscale
+from .metrics import psnr, ssim
+from .models import CheckpointError, load_hmanet
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _load_model(path: str, scale: int | None, device: torch.device):
+    try:
+        return load_hmanet(path, map_location=device, scale=scale)
+    except (CheckpointError, FileNotFoundError, ImportError) as error:
+        raise UserError(str(error).splitlines()[0] if isinstance(error, FileNotFoundError) else str(error)) from None
+
+
+def _rgb_or_gray(image: np.ndarray) -> np.ndarray:
+    return image[..., :3] if image.ndim == 3 else image
+
+
+def _cmd_upscale(args) -> int:
+    device = _device(args.device)
+    files = list_images(*args.inputs)
+    model = _load_model(args.checkpoint, None, device)
+    out = Path(args.output)
+    single_file = len(files) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    for path in files:
+        image = read_image(path)
+        result = upscale(model, image, tile=args.tile, tile_overlap=args.tile_overlap,
+                         self_ensemble=args.self_ensemble, progress=not args.quiet)
+        target = out if single_file else out / f"{path.stem}.png"
+        write_image(target, result)
+        if not args.quiet:
+            print(f"{path} -> {target} ({image.shape[1]}x{image.shape[0]} -> {result.shape[1]}x{result.shape[0]})")
+    return 0
+
+
+def _find_lr(lr_dir: Path, name: str) -> Path:
+    for candidate in sorted(lr_dir.glob(f"{Path(name).stem}.*")):
+        if candidate.suffix.lower() in IMAGE_SUFFIXES:
+            return candidate
+    raise UserError(f"no low-resolution image for {name} in {lr_dir}")
+
+
+def _cmd_evaluate(args) -> int:
+    device = _device(args.device)
+    scale = args.scale
+    hr_files = list_images(args.hr)
+    if args.lr is not None and not Path(args.lr).is_dir():
+        raise UserError(f"--lr: no such folder: {args.lr}")
+    model = None if args.bicubic else _load_model(args.checkpoint, scale, device)
+    rows = []
+    for path in hr_files:
+        hr = modcrop(_rgb_or_gray(read_image(path)), scale)
+        if args.lr is not None:
+            lr = _rgb_or_gray(read_image(_find_lr(Path(args.lr), path.name)))
+            expected = (hr.shape[0] // scale, hr.shape[1] // scale)
+            if lr.shape[:2] != expected:
+                raise UserError(f"{path.name}: LR image is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]}")
+        else:
+            lr = imresize(hr, 1 / scale)
+        if model is None:
+            sr = imresize(lr, scale)
+        else:
+            sr = upscale(model, lr, tile=args.tile, tile_overlap=args.tile_overlap, self_ensemble=args.self_ensemble)
+        rows.append((path.name, psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
+    mean_psnr = float(np.mean([r[1] for r in rows]))
+    mean_ssim = float(np.mean([r[2] for r in rows]))
+    if args.json:
+        print(json.dumps({"psnr": mean_psnr, "ssim": mean_ssim, "images": len(rows), "scale": scale,
+                          "method": "bicubic" if model is None else str(args.checkpoint),
+                          "per_image": [{"image": n, "psnr": p, "ssim": s} for n, p, s in rows]}))
+        return 0
+    width = max(len("mean"), *(len(r[0]) for r in rows))
+    print(f"| {'image':<{width}} | PSNR (dB) | SSIM   |")
+    print(f"| {'-' * width} | --------- | ------ |")
+    for name, p, s in rows:
+        print(f"| {name:<{width}} | {p:9.4f} | {s:.4f} |")
+    print(f"| {'mean':<{width}} | {mean_psnr:9.4f} | {mean_ssim:.4f} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridattn", description="Super-resolution with HMANet.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("upscale", help="upscale images or folders of images to PNG files")
+    up.add_argument("inputs", nargs="+", help="image files or folders")
+    up.add_argument("-o", "--output", required=True, help="output folder (or a .png path for one input)")
+    up.add_argument("--checkpoint", required=True, help="HMANet checkpoint (.pth or .safetensors)")
+    up.set_defaults(run=_cmd_upscale)
+
+    ev = commands.add_parser("evaluate", help="PSNR / SSIM (Y channel) on a folder of high-resolution images")
+    ev.add_argument("--hr", required=True, help="folder of high-resolution images")
+    ev.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
+    method = ev.add_mutually_exclusive_group(required=True)
+    method.add_argument("--checkpoint", help="HMANet checkpoint")
+    method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic upsampling (the baseline)")
+    ev.add_argument("--lr", help="folder of given low-resolution images (same names) instead of making them")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.set_defaults(run=_cmd_evaluate)
+
+    for sub in (up, ev):
+        sub.add_argument("--tile", type=int, default=None, help="tile size in LR pixels (default: whole image)")
+        sub.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
+        sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
+        sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    up.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (UserError, FileNotFoundError, ValueError) as error:
+        print(f"gridattn: error: {error}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError:
+        print("gridattn: error: out of memory; use a smaller --tile", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gridattn: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,226 @@
+"""Running a super-resolution model on real images: any size and kind, optional tiling and self-ensemble.
+
+Tiling keeps memory bounded on large images: the low-resolution image is cut into tiles of ``tile`` pixels
+that overlap by ``tile_overlap``; tile origins are multiples of the model's padding multiple (its windows
+and grids), so windows line up with those of the whole image. Output tiles are blended with weights that are
+0 within ``overlap / 4`` of an inner tile edge and ramp linearly to 1 over the next ``overlap / 2`` (the
+weights of neighbouring tiles sum to 1), as a running weighted mean that leaves a pixel's value untouched when
+the tiles agree on it. A model whose output at a pixel depends only on inputs within
+``overlap / 4`` of it (convolutions, window attention) therefore gives exactly the whole-image result; a
+model with global (grid) attention does not, and ``docs`` / the README give the measured difference.
+
+Out-of-memory errors are raised as they are, never swallowed (the official code pastes a stale tile instead):
+lower ``tile`` and try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.imresize import imresize
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _model_info(model) -> tuple[int, int, torch.device, torch.dtype]:
+    """(input channels, padding multiple, device, dtype) of a model; defaults for plain callables."""
+    config = getattr(model, "config", None)
+    channels = getattr(config, "in_channels", 3)
+    multiple = getattr(config, "pad_multiple", 1)
+    param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return channels, multiple, device, dtype
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def _edge_weights(length: int, inner_start: bool, inner_end: bool, overlap: int, scale: int) -> torch.Tensor:
+    """1-D blending weights of one output tile of ``length`` pixels."""
+    weights = torch.ones(length, dtype=torch.float32)
+    if overlap == 0:
+        return weights
+    distance = (torch.arange(length, dtype=torch.float32) + 0.5) / scale  # in low-resolution pixels
+    ramp = ((distance - overlap / 4) / (overlap / 2)).clamp(0, 1)
+    if inner_start:
+        weights = torch.minimum(weights, ramp)
+    if inner_end:
+        weights = torch.minimum(weights, ramp.flip(0))
+    return weights
+
+
+def _run_tiled(model: Model, x: torch.Tensor, tile: int, overlap: int, multiple: int, batch_tiles: int,
+               progress) -> torch.Tensor:
+    batch, _, height, width = x.shape
+    tile = max(multiple, tile // multiple * multiple)
+    step = (tile - overlap) // multiple * multiple
+    if overlap < 0 or step < multiple:
+        raise ValueError(
+            f"tile_overlap={overlap} must be >= 0 and leave a step of at least {multiple} pixels in a tile of {tile}"
+        )
+    boxes = [(top, left) for top in _starts(height, tile, step) for left in _starts(width, tile, step)]
+    out = weight_sum = None
+    scale = None
+    # tiles of one shape are batched together (inner tiles all have the full size)
+    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for top, left in boxes:
+        by_shape.setdefault((min(tile, height - top), min(tile, width - left)), []).append((top, left))
+    for (th, tw), group in by_shape.items():
+        for i in range(0, len(group), batch_tiles):
+            chunk = group[i:i + batch_tiles]
+            inputs = torch.cat([x[:, :, t:t + th, l:l + tw] for t, l in chunk])
+            outputs = model(inputs).float().cpu()
+            if scale is None:
+                scale = outputs.shape[-1] // tw
+                if outputs.shape[-2:] != (th * scale, tw * scale):
+                    raise ValueError(f"the model maps {th}x{tw} to {tuple(outputs.shape[-2:])}: not an integer scale")
+                out = torch.zeros(batch, outputs.shape[1], height * scale, width * scale)
+                weight_sum = torch.zeros(1, 1, height * scale, width * scale)
+            for j, (top, left) in enumerate(chunk):
+                wy = _edge_weights(th * scale, top > 0, top + th < height, overlap, scale)
+                wx = _edge_weights(tw * scale, left > 0, left + tw < width, overlap, scale)
+                weight = (wy[:, None] * wx[None, :])[None, None]
+                region = (slice(None), slice(None), slice(top * scale, (top + th) * scale),
+                          slice(left * scale, (left + tw) * scale))
+                # running weighted mean: exactly the tile's value wherever the tiles agree
+                total = weight_sum[region] + weight
+                share = torch.where(total > 0, weight / total, torch.zeros(()))
+                out[region] += share * (outputs[j * batch:(j + 1) * batch] - out[region])
+                weight_sum[region] = total
+            if progress is not None:
+                progress.update(len(chunk))
+    return out
+
+
+_TRANSFORMS = [(rotations, flip) for flip in (False, True) for rotations in range(4)]
+
+
+def _forward_transform(x: torch.Tensor, rotations: int, flip: bool) -> torch.Tensor:
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, rotations, dims=(-2, -1))
+
+
+def _inverse_transform(x: torch.Tensor, rotations: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, -rotations, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
+    """Image of any supported kind -> float (1 or B, C, H, W) in [0, 1], and the function converting back."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        mode = image.mode if image.mode in ("L", "RGB", "RGBA") else "RGB"
+        tensor, back = _to_tensor(np.asarray(image.convert(mode)))
+        return tensor, lambda out: Image.fromarray(back(out))
+    if isinstance(image, torch.Tensor):
+        if image.dim() not in (3, 4) or not image.is_floating_point():
+            raise ValueError(f"a tensor image must be float (C, H, W) or (B, C, H, W), got {image.dtype} {tuple(image.shape)}")
+        if image.dim() == 3:
+            return image[None], lambda out: out[0]
+        return image, lambda out: out
+    array = np.asarray(image)
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise ValueError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
+    gray = array.ndim == 2
+    chw = torch.from_numpy(np.ascontiguousarray(array[..., None] if gray else array)).permute(2, 0, 1)[None]
+    if array.dtype == np.uint8:
+        tensor = chw.float() / 255.0
+
+        def back(out):
+            hwc = torch.floor(out[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+            return hwc[..., 0] if gray else hwc
+        return tensor, back
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"numpy images must be uint8 or float in [0, 1], got {array.dtype}")
+
+    def back_float(out):
+        hwc = out[0].permute(1, 2, 0).numpy().astype(array.dtype)
+        return hwc[..., 0] if gray else hwc
+    return chw.to(torch.float32 if array.dtype != np.float64 else torch.float64), back_float
+
+
+def upscale(
+    model: Model,
+    image,
+    *,
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    self_ensemble: bool = False,
+    batch_tiles: int = 4,
+    progress: bool = False,
+):
+    """Super-resolve ``image`` with ``model``.
+
+    Args:
+        model: an ``nn.Module`` or callable mapping float ``(B, C, H, W)`` in ``[0, 1]`` to
+            ``(B, C, sH, sW)`` (e.g. :class:`gridattn.models.HMANet`, which pads any size itself). It runs in
+            eval mode without gradients on the device and dtype of its parameters.
+        image: numpy ``uint8`` or float ``(H, W)`` / ``(H, W, C)``, a PIL image, or a float tensor
+            ``(C, H, W)`` / ``(B, C, H, W)``; grayscale images go through an RGB model as three equal
+            channels, an alpha channel is resized with MATLAB bicubic.
+        tile: tile size in low-resolution pixels (``None``: the whole image at once).
+        tile_overlap: overlap of neighbouring tiles in low-resolution pixels.
+        self_ensemble: average the 8 flips and rotations (x8 the time).
+        batch_tiles: tiles run per model call.
+        progress: show a progress bar.
+
+    Returns:
+        The upscaled image, of the kind and dtype of ``image`` (values clipped to ``[0, 1]`` / ``uint8``).
+    """
+    from tqdm.auto import tqdm
+
+    x, back = _to_tensor(image)
+    channels, multiple, device, dtype = _model_info(model)
+    alpha = None
+    if x.shape[1] == 4 and channels == 3:
+        x, alpha = x[:, :3], x[:, 3:]
+    gray = x.shape[1] == 1 and channels == 3
+    if gray:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[1] != channels:
+        raise ValueError(f"the model takes {channels}-channel images, got {x.shape[1]} channels")
+    transforms = _TRANSFORMS if self_ensemble else _TRANSFORMS[:1]
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        with torch.no_grad():
+            x_device = x.to(device=device, dtype=dtype)
+            count = len(transforms)
+            if tile is not None:
+                rows = len(_starts(x.shape[-2], tile, max(1, tile - tile_overlap)))
+                count *= rows * len(_starts(x.shape[-1], tile, max(1, tile - tile_overlap)))
+            bar = tqdm(total=count, disable=not progress, desc="upscale", unit="tile" if tile else "pass")
+            total = None
+            for rotations, flip in transforms:
+                xt = _forward_transform(x_device, rotations, flip)
+                if tile is None:
+                    y = model(xt).float().cpu()
+                    bar.update(1)
+                else:
+                    y = _run_tiled(model, xt, tile, tile_overlap, multiple, batch_tiles, bar)
+                y = _inverse_transform(y, rotations, flip)
+                total = y if total is None else total + y
+            bar.close()
+    finally:
+        if was_training:
+            model.train()
+    out = (total / len(transforms)).clamp(0, 1)
+    if gray:
+        out = out.mean(dim=1, keepdim=True)
+    if alpha is not None:
+        scale = out.shape[-1] // alpha.shape[-1]
+        out = torch.cat([out, imresize(alpha.double(), scale=scale).float().clamp(0, 1)], dim=1)
+    return back(out.to(x.dtype))
