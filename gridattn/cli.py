@@ -34,7 +34,7 @@ def _load_model(path: str, scale: int | None, device: torch.device):
     try:
         return load_hmanet(path, map_location=device, scale=scale)
     except (CheckpointError, FileNotFoundError, ImportError) as error:
-        raise UserError(str(error).splitlines()[0] if isinstance(error, FileNotFoundError) else str(error)) from None
+        raise UserError(str(error)) from None
 
 
 def _rgb_or_gray(image: np.ndarray) -> np.ndarray:
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (UserError, FileNotFoundError, ValueError) as error:
-        print(f"gridattn: error: {error}", file=sys.stderr)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        print("gridattn: error: " + "; ".join(lines), file=sys.stderr)
         return 2
     except torch.OutOfMemoryError:
         print("gridattn: error: out of memory; use a smaller --tile", file=sys.stderr)

@@ -134,7 +134,7 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
     if array.ndim not in (2, 3) or array.size == 0:
         raise ValueError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
     gray = array.ndim == 2
-    chw = torch.from_numpy(np.ascontiguousarray(array[..., None] if gray else array)).permute(2, 0, 1)[None]
+    chw = torch.from_numpy(np.array(array[..., None] if gray else array)).permute(2, 0, 1)[None]  # a copy
     if array.dtype == np.uint8:
         tensor = chw.float() / 255.0
 

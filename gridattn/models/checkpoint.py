@@ -156,7 +156,10 @@ def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[
         try:
             source = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # unpickling refused or file damaged: say which file and why
-            raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(
+                f"cannot read checkpoint {path} (not a damage-free file of tensors loadable with weights_only=True): {reason}"
+            ) from error
     if not isinstance(source, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(source).__name__}")
     config = source.get(CONFIG_KEY)

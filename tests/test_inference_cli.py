@@ -1,0 +1,153 @@
+"""upscale(): tiling, self-ensemble, image kinds; the gridattn command line end to end."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from data_paths import DATA, needs_data
+from gridattn import WindowAttention
+from gridattn.cli import main
+from gridattn.data import read_image, write_image
+from gridattn.inference import upscale
+from gridattn.models import HMANet, hmanet_config, save_hmanet
+
+
+class LocalNet(nn.Module):
+    """A model whose receptive field is local: conv (radius 1) -> W-MSA (window 4) -> conv -> pixel shuffle.
+
+    Its output at a pixel depends on inputs within its window plus 2 pixels, so tiles aligned to the window
+    with an overlap of 4 * (4 + 2) reproduce the whole image."""
+
+    config = SimpleNamespace(in_channels=3, pad_multiple=4)
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = WindowAttention(8, 2, 4)
+        self.tail = nn.Conv2d(8, 12, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        y = self.head(x).permute(0, 2, 3, 1)
+        y = (y + self.attn(y)).permute(0, 3, 1, 2)
+        return self.shuffle(self.tail(y))
+
+
+@pytest.mark.parametrize("tile, overlap", [(16, 24), (20, 28), (24, 24)])
+def test_tiles_equal_the_whole_image_when_the_overlap_covers_the_receptive_field(tile, overlap):
+    torch.manual_seed(0)
+    model = LocalNet().double()
+    image = torch.rand(2, 3, 37, 45, dtype=torch.float64)
+    whole = upscale(model, image)
+    tiled = upscale(model, image, tile=max(tile, overlap + 4), tile_overlap=overlap, batch_tiles=3)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-12)
+
+
+def test_tiles_without_enough_overlap_differ():
+    torch.manual_seed(0)
+    model = LocalNet().double()
+    image = torch.rand(1, 3, 37, 45, dtype=torch.float64)
+    assert (upscale(model, image, tile=16, tile_overlap=0) - upscale(model, image)).abs().max() > 1e-3
+
+
+def test_self_ensemble_of_an_equivariant_function_is_the_function():
+    def nearest_x2(x):
+        return x.repeat_interleave(2, -1).repeat_interleave(2, -2) ** 2
+
+    image = torch.rand(1, 3, 9, 14)
+    torch.testing.assert_close(upscale(nearest_x2, image, self_ensemble=True), upscale(nearest_x2, image))
+    # and of a non-equivariant one it is the average of the 8 transformed runs
+    def shift_right(x):
+        return torch.roll(nearest_x2(x), 1, -1)
+    ensemble = upscale(shift_right, image, self_ensemble=True)
+    assert not torch.allclose(ensemble, upscale(shift_right, image))
+
+
+def test_image_kinds_round_trip():
+    from PIL import Image
+
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (13, 17, 3)).astype(np.uint8)
+    out = upscale(model, rgb)
+    assert out.shape == (26, 34, 3) and out.dtype == np.uint8
+    assert upscale(model, rgb[..., 0]).shape == (26, 34)
+    rgba = np.dstack([rgb, np.full((13, 17), 200, np.uint8)])
+    out_rgba = upscale(model, rgba)
+    assert out_rgba.shape == (26, 34, 4) and (out_rgba[..., 3] == 200).all()
+    assert upscale(model, Image.fromarray(rgb)).size == (34, 26)
+    assert upscale(model, rgb.astype(np.float32) / 255).dtype == np.float32
+    assert upscale(model, torch.rand(3, 13, 17)).shape == (3, 26, 34)
+    with pytest.raises(ValueError, match="uint8 or float"):
+        upscale(model, rgb.astype(np.int32))
+
+
+def test_model_mode_is_restored():
+    model = HMANet(hmanet_config(2, "tiny")).train()
+    upscale(model, torch.rand(1, 3, 8, 8))
+    assert model.training
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.pth"
+    torch.manual_seed(0)
+    save_hmanet(HMANet(hmanet_config(2, "tiny")), path)
+    return path
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "gridattn", *map(str, args)], capture_output=True, text=True)
+
+
+@needs_data
+def test_cli_evaluate_bicubic_json_matches_literature():
+    result = run_cli("evaluate", "--hr", DATA / "Set5" / "HR", "--scale", 4, "--bicubic", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 5 and abs(report["psnr"] - 28.42) < 0.02 and abs(report["ssim"] - 0.8104) < 0.002
+
+
+@needs_data
+def test_cli_evaluate_with_given_lr_and_with_a_model(tiny_checkpoint, capsys):
+    assert main(["evaluate", "--hr", str(DATA / "Set5" / "HR"), "--scale", "2", "--bicubic", "--json",
+                 "--lr", str(DATA / "Set5" / "LRbicx2")]) == 0
+    assert abs(json.loads(capsys.readouterr().out)["psnr"] - 33.66) < 0.02
+    assert main(["evaluate", "--hr", str(DATA / "Set5" / "HR"), "--scale", "2", "--checkpoint", str(tiny_checkpoint),
+                 "--tile", "48"]) == 0
+    table = capsys.readouterr().out
+    assert "| mean" in table and "butterfly.png" in table
+
+
+def test_cli_upscale_writes_pngs(tiny_checkpoint, tmp_path):
+    inputs = tmp_path / "in"
+    for name in ("a", "b"):
+        write_image(inputs / f"{name}.png", np.random.default_rng(1).integers(0, 256, (10, 12, 3)).astype(np.uint8))
+    result = run_cli("upscale", inputs, "-o", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--self-ensemble")
+    assert result.returncode == 0, result.stderr
+    assert read_image(tmp_path / "out" / "a.png").shape == (20, 24, 3)
+    assert (tmp_path / "out" / "b.png").is_file()
+
+
+def test_cli_errors_are_one_line_without_traceback(tiny_checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    cases = [
+        (["evaluate", "--hr", tmp_path / "missing", "--scale", 2, "--bicubic"], "no such file or folder"),
+        (["evaluate", "--hr", tmp_path / "empty", "--scale", 2, "--bicubic"], "no images"),
+        (["upscale", tmp_path / "broken.png", "-o", tmp_path / "out", "--checkpoint", tiny_checkpoint], "cannot read image"),
+        (["upscale", tmp_path / "empty", "-o", tmp_path / "out", "--checkpoint", tmp_path / "none.pth"], "no images"),
+        (["evaluate", "--hr", tmp_path, "--scale", 4, "--checkpoint", tiny_checkpoint], "x2 model, but scale 4"),
+        (["upscale", tmp_path / "broken.png", "-o", tmp_path / "o", "--checkpoint", tmp_path / "broken.png"], "cannot read"),
+    ]
+    write_image(tmp_path / "hr.png", np.zeros((16, 16, 3), np.uint8))
+    for args, message in cases:
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
