@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import IMAGE_SUFFIXES, imresize, list_images, modcrop, read_image, write_image
+from .data import IMAGE_SUFFIXES, benchmark_pairs, imresize, list_images, read_image, write_image
 from .inference import upscale
 from .metrics import psnr, ssim
 from .models import CheckpointError, load_hmanet
@@ -37,10 +37,6 @@ def _load_model(path: str, scale: int | None, device: torch.device):
         raise UserError(str(error)) from None
 
 
-def _rgb_or_gray(image: np.ndarray) -> np.ndarray:
-    return image[..., :3] if image.ndim == 3 else image
-
-
 def _cmd_upscale(args) -> int:
     device = _device(args.device)
     files = list_images(*args.inputs)
@@ -58,35 +54,19 @@ def _cmd_upscale(args) -> int:
     return 0
 
 
-def _find_lr(lr_dir: Path, name: str) -> Path:
-    for candidate in sorted(lr_dir.glob(f"{Path(name).stem}.*")):
-        if candidate.suffix.lower() in IMAGE_SUFFIXES:
-            return candidate
-    raise UserError(f"no low-resolution image for {name} in {lr_dir}")
-
-
 def _cmd_evaluate(args) -> int:
     device = _device(args.device)
     scale = args.scale
-    hr_files = list_images(args.hr)
-    if args.lr is not None and not Path(args.lr).is_dir():
-        raise UserError(f"--lr: no such folder: {args.lr}")
+    pairs = benchmark_pairs(args.hr, scale, args.lr)
+    first = next(pairs)  # folder errors before the model is loaded
     model = None if args.bicubic else _load_model(args.checkpoint, scale, device)
     rows = []
-    for path in hr_files:
-        hr = modcrop(_rgb_or_gray(read_image(path)), scale)
-        if args.lr is not None:
-            lr = _rgb_or_gray(read_image(_find_lr(Path(args.lr), path.name)))
-            expected = (hr.shape[0] // scale, hr.shape[1] // scale)
-            if lr.shape[:2] != expected:
-                raise UserError(f"{path.name}: LR image is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]}")
-        else:
-            lr = imresize(hr, 1 / scale)
+    for name, hr, lr in [first, *pairs]:
         if model is None:
             sr = imresize(lr, scale)
         else:
             sr = upscale(model, lr, tile=args.tile, tile_overlap=args.tile_overlap, self_ensemble=args.self_ensemble)
-        rows.append((path.name, psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
+        rows.append((name, psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
     mean_psnr = float(np.mean([r[1] for r in rows]))
     mean_ssim = float(np.mean([r[2] for r in rows]))
     if args.json:

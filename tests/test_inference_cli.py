@@ -142,10 +142,11 @@ def test_cli_errors_are_one_line_without_traceback(tiny_checkpoint, tmp_path):
         (["evaluate", "--hr", tmp_path / "empty", "--scale", 2, "--bicubic"], "no images"),
         (["upscale", tmp_path / "broken.png", "-o", tmp_path / "out", "--checkpoint", tiny_checkpoint], "cannot read image"),
         (["upscale", tmp_path / "empty", "-o", tmp_path / "out", "--checkpoint", tmp_path / "none.pth"], "no images"),
-        (["evaluate", "--hr", tmp_path, "--scale", 4, "--checkpoint", tiny_checkpoint], "x2 model, but scale 4"),
+        (["evaluate", "--hr", tmp_path / "hr", "--scale", 4, "--checkpoint", tiny_checkpoint], "x2 model, but scale 4"),
+        (["evaluate", "--hr", tmp_path / "hr", "--scale", 4, "--bicubic", "--lr", tmp_path / "empty"], "no low-resolution image"),
         (["upscale", tmp_path / "broken.png", "-o", tmp_path / "o", "--checkpoint", tmp_path / "broken.png"], "cannot read"),
     ]
-    write_image(tmp_path / "hr.png", np.zeros((16, 16, 3), np.uint8))
+    write_image(tmp_path / "hr" / "hr.png", np.zeros((16, 16, 3), np.uint8))
     for args, message in cases:
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)

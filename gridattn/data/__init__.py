@@ -1,6 +1,16 @@
 """Data: MATLAB-exact resizing, image files and benchmark folders."""
 
+from .benchmark import BenchmarkPair, benchmark_pairs
 from .images import IMAGE_SUFFIXES, list_images, modcrop, read_image, write_image
 from .imresize import imresize
 
-__all__ = ["IMAGE_SUFFIXES", "imresize", "list_images", "modcrop", "read_image", "write_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "BenchmarkPair",
+    "benchmark_pairs",
+    "imresize",
+    "list_images",
+    "modcrop",
+    "read_image",
+    "write_image",
+]

@@ -1,0 +1,53 @@
+"""Benchmark folders: HR images (Set5 / Set14 layout, or any folder of PNG / JPEG) and their LR inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .images import IMAGE_SUFFIXES, list_images, modcrop, read_image
+from .imresize import imresize
+
+
+class BenchmarkPair(NamedTuple):
+    name: str
+    hr: np.ndarray  # uint8 (H, W, 3) or (H, W), cropped to a multiple of the scale
+    lr: np.ndarray  # uint8 (H / scale, W / scale, ...)
+
+
+def _find(folder: Path, name: str) -> Path:
+    for candidate in sorted(folder.glob(f"{Path(name).stem}.*")):
+        if candidate.suffix.lower() in IMAGE_SUFFIXES:
+            return candidate
+    raise FileNotFoundError(f"no low-resolution image for {name} in {folder}")
+
+
+def _without_alpha(image: np.ndarray) -> np.ndarray:
+    return image[..., :3] if image.ndim == 3 else image
+
+
+def benchmark_pairs(hr_folder: str | os.PathLike, scale: int, lr_folder: str | os.PathLike | None = None) -> Iterator[BenchmarkPair]:
+    """HR images of a folder, mod-cropped to ``scale``, with LR images made by MATLAB bicubic (or read from
+    ``lr_folder``, matched by file name stem, and checked to be ``scale`` times smaller).
+
+    Raises:
+        FileNotFoundError: a folder or a matching LR image is missing.
+        ValueError: no images, an unreadable image, or an LR image of the wrong size.
+    """
+    hr_files = list_images(hr_folder)
+    if lr_folder is not None and not Path(lr_folder).is_dir():
+        raise FileNotFoundError(f"no such folder: {lr_folder}")
+    for path in hr_files:
+        hr = modcrop(_without_alpha(read_image(path)), scale)
+        if lr_folder is None:
+            lr = imresize(hr, 1 / scale)
+        else:
+            lr = _without_alpha(read_image(_find(Path(lr_folder), path.name)))
+            expected = (hr.shape[0] // scale, hr.shape[1] // scale)
+            if lr.shape[:2] != expected:
+                raise ValueError(f"{path.name}: the LR image is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]}")
+        yield BenchmarkPair(path.name, hr, lr)
