@@ -152,3 +152,15 @@ def test_cli_errors_are_one_line_without_traceback(tiny_checkpoint, tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_benchmark_pairs_mod_crop_and_check_given_lr(tmp_path):
+    from gridattn.data import benchmark_pairs, imresize
+
+    hr = np.random.default_rng(2).integers(0, 256, (23, 30, 3)).astype(np.uint8)
+    write_image(tmp_path / "hr" / "x.png", hr)
+    (name, cropped, lr), = benchmark_pairs(tmp_path / "hr", 4)
+    assert name == "x.png" and cropped.shape == (20, 28, 3) and np.array_equal(lr, imresize(hr[:20, :28], 1 / 4))
+    write_image(tmp_path / "lr" / "x.jpg", np.zeros((6, 7, 3), np.uint8))
+    with pytest.raises(ValueError, match="the LR image is 7x6, expected 7x5"):
+        list(benchmark_pairs(tmp_path / "hr", 4, tmp_path / "lr"))

@@ -1,0 +1,235 @@
+"""Training one HMANet: L1, Adam, MultiStepLR, EMA, validation, logs, atomic checkpoints, exact resume, DDP.
+
+Single process: ``train(TrainConfig(...))``. Several processes or machines: launch the same script with
+``torchrun --nproc-per-node N script.py``; the trainer joins the process group torchrun describes (NCCL on CUDA,
+gloo on CPU), splits the global batch over the processes and writes from rank 0 only.
+
+Exact resume: item ``i`` of the dataset depends only on ``(seed, i)`` and the trainer consumes items
+``step * batch ... (step + 1) * batch - 1``; a checkpoint holds the model, EMA, optimiser, step and RNG states, so
+a run killed at any step and resumed from its last checkpoint ends with the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+
+from ..data.benchmark import benchmark_pairs
+from ..inference import upscale
+from ..metrics import psnr, ssim
+from ..models.hmanet import HMANet, HMANetConfig
+from .dataset import PairedDataset
+from .ema import ModelEMA
+from .transfer import transfer_weights
+
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``batch_size`` is global (split over processes); steps count optimiser updates."""
+
+    output_dir: str
+    model: HMANetConfig
+    data: tuple[str, ...]
+    iterations: int
+    lr: float = 2e-4
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    batch_size: int = 32
+    patch_size: int = 64
+    ema_decay: float = 0.999
+    grad_clip: float | None = None
+    init_from: str | None = None  # a checkpoint of this trainer (its EMA weights) or of gridattn/official layout
+    lr_data: tuple[str, ...] | None = None
+    val_hr: str | None = None
+    validate_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str | None = None  # default: cuda when available
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    grad_checkpointing: bool = False
+    tensorboard: bool = False
+    num_workers: int = 0
+    max_steps: int | None = None  # stop this process after so many steps (a later run resumes)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """MultiStepLR in closed form: ``lr * gamma ** (milestones passed)`` for the update after ``step`` steps."""
+    return config.lr * config.gamma ** sum(step >= m for m in config.milestones)
+
+
+class _Indices(Sampler[int]):
+    """Dataset indices for steps ``start .. end - 1`` of this process: ``step * batch + rank * local + j``."""
+
+    def __init__(self, start: int, end: int, batch: int, rank: int, local: int) -> None:
+        self.start, self.end, self.batch, self.rank, self.local = start, end, batch, rank, local
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            base = step * self.batch + self.rank * self.local
+            yield from range(base, base + self.local)
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.local
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill during the save leaves the previous checkpoint intact
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    out = dataclasses.asdict(config)
+    out["model"] = dataclasses.asdict(config.model)
+    return out
+
+
+def _initial_weights(path: str) -> dict[str, torch.Tensor]:
+    """EMA weights of a trainer checkpoint, or the weights of a gridattn / official checkpoint."""
+    from ..models.checkpoint import load_hmanet
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "ema" in state:
+        return state["ema"]
+    model = load_hmanet(path)
+    return model.state_dict()
+
+
+def evaluate_model(model: HMANet, hr_folder: str, scale: int) -> tuple[float, float]:
+    """Mean Y-PSNR / SSIM of ``model`` on an HR folder (LR by MATLAB bicubic, ``scale`` border)."""
+    scores = []
+    for _, hr, lr in benchmark_pairs(hr_folder, scale):
+        sr = upscale(model, lr)
+        scores.append((psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
+    return tuple(float(v) for v in np.mean(scores, axis=0))
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) training; returns the final step, EMA validation PSNR / SSIM (if ``val_hr``) and time."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if config.batch_size % world:
+        raise ValueError(f"batch size {config.batch_size} does not split over {world} processes")
+    local_batch = config.batch_size // world
+    out_dir = Path(config.output_dir)
+    main_process = rank == 0
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    model = HMANet(config.model).to(device)
+    model.grad_checkpointing = config.grad_checkpointing
+    dataset = PairedDataset(config.data, config.model.scale, config.patch_size, config.model.pad_multiple,
+                            length=config.iterations * config.batch_size, lr_folders=config.lr_data, seed=config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
+    step = 0
+    checkpoint_path = out_dir / CHECKPOINT
+    if checkpoint_path.is_file():  # resume
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    elif config.init_from:
+        report = transfer_weights(_initial_weights(config.init_from), model)
+        if main_process:
+            print(f"initialised from {config.init_from}: {report}")
+    ema = ModelEMA(model, config.ema_decay)
+    if checkpoint_path.is_file():
+        ema.load_state_dict(state["ema"])
+    net = DistributedDataParallel(model) if world > 1 else model
+
+    end = config.iterations if config.max_steps is None else min(config.iterations, step + config.max_steps)
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=_Indices(step, end, config.batch_size, rank, local_batch),
+                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator())  # its own: starting an iterator must not draw from the global RNG
+    log_file = out_dir / "log.csv"
+    writer = None
+    if main_process and config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(out_dir / "tensorboard")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.iterations, initial=step, disable=not (config.progress and main_process), desc="train", unit="step")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    started, last_time, metrics = time.time(), time.time(), {}
+
+    def save() -> None:
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        _save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                      "optimizer": optimizer.state_dict(), "rng": rng, "config": _config_dict(config)}, checkpoint_path)
+
+    def log(row: dict) -> None:
+        new = not log_file.is_file()
+        with open(log_file, "a", newline="") as handle:
+            fields = ["step", "loss", "lr", "steps_per_s", "val_psnr", "val_ssim", "seconds"]
+            out = csv.DictWriter(handle, fieldnames=fields)
+            if new:
+                out.writeheader()
+            out.writerow({k: row.get(k, "") for k in fields})
+        if writer is not None:
+            for key, value in row.items():
+                if key != "step" and value != "":
+                    writer.add_scalar(key, value, row["step"])
+
+    net.train()
+    for lr_batch, hr_batch in loader:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(config, step)
+        lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
+        with autocast:
+            loss = (net(lr_batch).float() - hr_batch).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        ema.update(model)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if main_process and (step % config.log_every == 0 or step == end):
+            now = time.time()
+            row = {"step": step, "loss": loss.item(), "lr": lr_at(config, step - 1),
+                   "steps_per_s": config.log_every / max(now - last_time, 1e-9), "seconds": now - started}
+            last_time = now
+            if config.val_hr and (step == end == config.iterations or
+                                  (config.validate_every and step % config.validate_every == 0)):
+                metrics["val_psnr"], metrics["val_ssim"] = evaluate_model(ema.module, config.val_hr, config.model.scale)
+                row.update(metrics)
+            log(row)
+        if main_process and (step % config.checkpoint_every == 0 or step == end):
+            save()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        dist.barrier()
+    return {"step": step, **metrics, "seconds": time.time() - started}

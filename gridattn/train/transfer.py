@@ -1,0 +1,49 @@
+"""Initialising a model of one scale from a model of another (the staged recipe's transfers)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+# HMANet's upsampler depends on the scale (x2: one conv 64->256, x4: two, x3: one conv 64->576)
+SCALE_SPECIFIC_PREFIXES = ("upsample.",)
+
+
+@dataclass
+class TransferReport:
+    copied: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> reason
+
+    def __str__(self) -> str:
+        lines = [f"copied {len(self.copied)} tensors, skipped {len(self.skipped)}"]
+        lines += [f"  skipped {key}: {reason}" for key, reason in sorted(self.skipped.items())]
+        return "\n".join(lines)
+
+
+def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module) -> TransferReport:
+    """Copy every tensor of ``source`` (a state dict) into ``target`` except the scale-specific upsampler.
+
+    Tensors missing on either side or of another shape are skipped too, each with its reason; the target
+    keeps its own initialisation there.
+    """
+    report = TransferReport()
+    own = target.state_dict()
+    updated = {}
+    for key, value in own.items():
+        if key.startswith(SCALE_SPECIFIC_PREFIXES):
+            report.skipped[key] = "upsampler (depends on the scale)"
+        elif key not in source:
+            report.skipped[key] = "not in the source model"
+        elif tuple(source[key].shape) != tuple(value.shape):
+            report.skipped[key] = f"shape {tuple(source[key].shape)} in the source, {tuple(value.shape)} here"
+        else:
+            updated[key] = source[key]
+            report.copied.append(key)
+    for key in source:
+        if key not in own:
+            report.skipped[key] = "not in the target model"
+    target.load_state_dict({**own, **updated})
+    return report
