@@ -2,21 +2,26 @@
 
 from .dataset import PairedDataset, find_images
 from .ema import ModelEMA
-from .recipe import OFFICIAL, Recipe, Stage
+from .recipe import OFFICIAL, RECIPES, TINY, Recipe, Stage, StageResult, results_table, run_recipe
 from .trainer import TrainConfig, evaluate_model, lr_at, train
 from .transfer import TransferReport, transfer_weights
 
 __all__ = [
     "OFFICIAL",
+    "RECIPES",
+    "TINY",
     "ModelEMA",
     "PairedDataset",
     "Recipe",
     "Stage",
+    "StageResult",
     "TrainConfig",
     "TransferReport",
     "evaluate_model",
     "find_images",
     "lr_at",
+    "results_table",
+    "run_recipe",
     "train",
     "transfer_weights",
 ]
