@@ -116,11 +116,9 @@ def _inverse_transform(x: torch.Tensor, rotations: int, flip: bool) -> torch.Ten
 
 def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
     """Image of any supported kind -> float (1 or B, C, H, W) in [0, 1], and the function converting back."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         mode = image.mode if image.mode in ("L", "RGB", "RGBA") else "RGB"
         tensor, back = _to_tensor(np.asarray(image.convert(mode)))
         return tensor, lambda out: Image.fromarray(back(out))

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.images import list_images, read_image
+from ..data.images import IMAGE_SUFFIXES, read_image
 from ..data.imresize import imresize
 
 
-def find_images(folders: Sequence[str | os.PathLike], recursive: bool = True) -> list:
+def find_images(folders: Sequence[str | os.PathLike], recursive: bool = True) -> list[Path]:
     """Image files under ``folders`` (recursively by default: ImageNet-style class folders and flat DF2K-style
     folders both work), sorted."""
-    from pathlib import Path
-
-    from ..data.images import IMAGE_SUFFIXES
-
     files = []
     for folder in folders:
         folder = Path(folder)
@@ -95,8 +92,6 @@ class PairedDataset(Dataset):
 
     @staticmethod
     def _lr_path(hr_file, folders, lr_folders):
-        from pathlib import Path
-
         for hr_root, lr_root in zip(folders, lr_folders):
             try:
                 relative = Path(hr_file).relative_to(hr_root)

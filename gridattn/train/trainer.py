@@ -15,7 +15,7 @@ import csv
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,6 @@ class TrainConfig:
     num_workers: int = 0
     max_steps: int | None = None  # stop this process after so many steps (a later run resumes)
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
