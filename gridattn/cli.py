@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (up, ev):
         sub.add_argument("--tile", type=int, default=None, help="tile size in LR pixels (default: whole image)")
-        sub.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
+        sub.add_argument("--tile-overlap", type=int, default=16, help="tile overlap in LR pixels")
         sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
         sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     up.add_argument("--quiet", action="store_true", help="no progress output")

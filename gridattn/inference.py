@@ -154,7 +154,7 @@ def upscale(
     image,
     *,
     tile: int | None = None,
-    tile_overlap: int = 32,
+    tile_overlap: int = 16,
     self_ensemble: bool = False,
     batch_tiles: int = 4,
     progress: bool = False,
@@ -169,7 +169,8 @@ def upscale(
             ``(C, H, W)`` / ``(B, C, H, W)``; grayscale images go through an RGB model as three equal
             channels, an alpha channel is resized with MATLAB bicubic.
         tile: tile size in low-resolution pixels (``None``: the whole image at once).
-        tile_overlap: overlap of neighbouring tiles in low-resolution pixels.
+        tile_overlap: overlap of neighbouring tiles in low-resolution pixels; 16 changed PSNR by less than
+            0.001 dB against whole-image inference for a model with grid attention (docs/evaluation.md).
         self_ensemble: average the 8 flips and rotations (x8 the time).
         batch_tiles: tiles run per model call.
         progress: show a progress bar.
