@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class PairedDataset(Dataset):
         augment: random flips and 90-degree rotations.
         length: number of items (a trainer uses ``steps * batch``); default: the number of images.
         lr_folders: optional pre-made LR folders, one per HR folder.
+        cache_images: decoded images kept in memory per worker (least recently used dropped); small training
+            sets then decode each image once.
 
     Items: ``(lr, hr)`` float32 tensors ``(3, patch, patch)`` and ``(3, patch*scale, patch*scale)`` in ``[0, 1]``.
     """
@@ -75,6 +78,7 @@ class PairedDataset(Dataset):
         length: int | None = None,
         lr_folders: Sequence[str | os.PathLike] | None = None,
         seed: int = 0,
+        cache_images: int = 64,
     ) -> None:
         if patch_size < 1 or patch_size % size_multiple:
             raise ValueError(
@@ -89,6 +93,21 @@ class PairedDataset(Dataset):
             self.lr_files = [self._lr_path(f, folders, lr_folders) for f in self.files]
         self.scale, self.patch_size, self.augment, self.seed = scale, patch_size, augment, seed
         self.length = len(self.files) if length is None else length
+        self.cache_images = cache_images
+        self._decoded: OrderedDict[Path, np.ndarray] = OrderedDict()
+
+    def _read_rgb(self, path: Path) -> np.ndarray:
+        image = self._decoded.get(path)
+        if image is None:
+            image = read_image(path)
+            image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+            if self.cache_images:
+                self._decoded[path] = image
+                while len(self._decoded) > self.cache_images:
+                    self._decoded.popitem(last=False)
+        else:
+            self._decoded.move_to_end(path)
+        return image
 
     @staticmethod
     def _lr_path(hr_file, folders, lr_folders):
@@ -110,14 +129,9 @@ class PairedDataset(Dataset):
         # resumed run, so a trainer only has to know which indices it has consumed
         rng = np.random.default_rng([self.seed, index])
         pick = int(rng.integers(len(self.files)))
-        hr_image = read_image(self.files[pick])
-        hr_image = np.repeat(hr_image[..., None], 3, axis=2) if hr_image.ndim == 2 else hr_image[..., :3]
+        hr_image = self._read_rgb(self.files[pick])
         s, p = self.scale, self.patch_size
-        if self.lr_files is not None:
-            lr_image = read_image(self.lr_files[pick])
-            lr_image = np.repeat(lr_image[..., None], 3, axis=2) if lr_image.ndim == 2 else lr_image[..., :3]
-        else:
-            lr_image = None
+        lr_image = None if self.lr_files is None else self._read_rgb(self.lr_files[pick])
         lr_h, lr_w = hr_image.shape[0] // s, hr_image.shape[1] // s
         if min(lr_h, lr_w) < p:
             raise ValueError(f"{self.files[pick]} is {hr_image.shape[1]}x{hr_image.shape[0]}: too small for LR patches of {p} at x{s}")
