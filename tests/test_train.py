@@ -181,3 +181,19 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(image_fol
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_recipes_follow_the_paper_and_validate_their_order():
+    from gridattn.train import OFFICIAL, TINY, Recipe, Stage
+
+    for recipe in (OFFICIAL, TINY):
+        assert [s.scale for s in recipe.stages] == [2, 3, 2, 4, 2, 3, 4]
+        assert [s.init_from is None for s in recipe.stages] == [True] + [False] * 6
+        assert recipe.stage(recipe.stages[3].init_from).scale == 3  # x4 starts from the x3 model
+        assert all(s.patch_size % hmanet_config(s.scale, recipe.model).pad_multiple == 0 for s in recipe.stages)
+    assert OFFICIAL.stages[0].iterations == 800_000 and OFFICIAL.stages[0].milestones == (300_000, 500_000, 650_000, 700_000, 750_000)
+    assert OFFICIAL.stages[-1].lr == 5e-6 and OFFICIAL.stages[-1].iterations == 250_000
+    with pytest.raises(ValueError, match="does not run before it"):
+        Recipe("bad", "tiny", (Stage("a", 2, ("pretrain",), 1, 1e-3, init_from="b"), Stage("b", 3, ("pretrain",), 1, 1e-3)))
+    with pytest.raises(ValueError, match="used twice"):
+        Recipe("bad", "tiny", (Stage("a", 2, ("pretrain",), 1, 1e-3), Stage("a", 3, ("pretrain",), 1, 1e-3)))
