@@ -44,6 +44,17 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
+def _tile_layout(height: int, width: int, tile: int, overlap: int, multiple: int) -> tuple[int, list[tuple[int, int]]]:
+    """The tile size rounded to the model's multiple, and the (top, left) of every tile."""
+    tile = max(multiple, tile // multiple * multiple)
+    step = (tile - overlap) // multiple * multiple
+    if overlap < 0 or step < multiple:
+        raise ValueError(
+            f"tile_overlap={overlap} must be >= 0 and leave a step of at least {multiple} pixels in a tile of {tile}"
+        )
+    return tile, [(top, left) for top in _starts(height, tile, step) for left in _starts(width, tile, step)]
+
+
 def _edge_weights(length: int, inner_start: bool, inner_end: bool, overlap: int, scale: int) -> torch.Tensor:
     """1-D blending weights of one output tile of ``length`` pixels."""
     weights = torch.ones(length, dtype=torch.float32)
@@ -61,13 +72,7 @@ def _edge_weights(length: int, inner_start: bool, inner_end: bool, overlap: int,
 def _run_tiled(model: Model, x: torch.Tensor, tile: int, overlap: int, multiple: int, batch_tiles: int,
                progress) -> torch.Tensor:
     batch, _, height, width = x.shape
-    tile = max(multiple, tile // multiple * multiple)
-    step = (tile - overlap) // multiple * multiple
-    if overlap < 0 or step < multiple:
-        raise ValueError(
-            f"tile_overlap={overlap} must be >= 0 and leave a step of at least {multiple} pixels in a tile of {tile}"
-        )
-    boxes = [(top, left) for top in _starts(height, tile, step) for left in _starts(width, tile, step)]
+    tile, boxes = _tile_layout(height, width, tile, overlap, multiple)
     out = weight_sum = None
     scale = None
     # tiles of one shape are batched together (inner tiles all have the full size)
@@ -198,9 +203,8 @@ def upscale(
         with torch.no_grad():
             x_device = x.to(device=device, dtype=dtype)
             count = len(transforms)
-            if tile is not None:
-                rows = len(_starts(x.shape[-2], tile, max(1, tile - tile_overlap)))
-                count *= rows * len(_starts(x.shape[-1], tile, max(1, tile - tile_overlap)))
+            if tile is not None:  # rotated runs have the same number of tiles
+                count *= len(_tile_layout(x.shape[-2], x.shape[-1], tile, tile_overlap, multiple)[1])
             bar = tqdm(total=count, disable=not progress, desc="upscale", unit="tile" if tile else "pass")
             total = None
             for rotations, flip in transforms:
