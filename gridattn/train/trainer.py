@@ -98,15 +98,15 @@ def _config_dict(config: TrainConfig) -> dict:
     return out
 
 
-def _initial_weights(path: str) -> dict[str, torch.Tensor]:
-    """EMA weights of a trainer checkpoint, or the weights of a gridattn / official checkpoint."""
+def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
+    """(EMA weights of a trainer checkpoint, or the weights of a gridattn / official checkpoint; their scale)."""
     from ..models.checkpoint import load_hmanet
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "ema" in state:
-        return state["ema"]
+        return state["ema"], state["config"]["model"]["scale"]
     model = load_hmanet(path)
-    return model.state_dict()
+    return model.state_dict(), model.config.scale
 
 
 def evaluate_model(model: HMANet, hr_folder: str, scale: int, tile: int | None = None) -> tuple[float, float]:
@@ -155,7 +155,8 @@ def train(config: TrainConfig) -> dict:
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
     elif config.init_from:
-        report = transfer_weights(_initial_weights(config.init_from), model)
+        weights, source_scale = _initial_weights(config.init_from)
+        report = transfer_weights(weights, model, same_scale=source_scale == config.model.scale)
         if main_process:
             print(f"initialised from {config.init_from}: {report}")
     ema = ModelEMA(model, config.ema_decay)

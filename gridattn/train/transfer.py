@@ -23,8 +23,9 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module) -> TransferReport:
-    """Copy every tensor of ``source`` (a state dict) into ``target`` except the scale-specific upsampler.
+def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module, *, same_scale: bool = False) -> TransferReport:
+    """Copy every tensor of ``source`` (a state dict) into ``target``; the scale-specific upsampler only when
+    ``same_scale`` (a fine-tune of the same scale keeps its trained upsampler).
 
     Tensors missing on either side or of another shape are skipped too, each with its reason; the target
     keeps its own initialisation there.
@@ -33,7 +34,7 @@ def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module) -> T
     own = target.state_dict()
     updated = {}
     for key, value in own.items():
-        if key.startswith(SCALE_SPECIFIC_PREFIXES):
+        if key.startswith(SCALE_SPECIFIC_PREFIXES) and not same_scale:
             report.skipped[key] = "upsampler (depends on the scale)"
         elif key not in source:
             report.skipped[key] = "not in the source model"
