@@ -56,10 +56,17 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resume", action="store_true", help="continue an earlier run in --output (the default "
                         "behaviour; without it an existing output folder is refused)")
+    parser.add_argument("--scratch-control", metavar="STAGE", help="also train STAGE from random weights "
+                        "(same steps and schedule) to measure what its initialisation brings, e.g. x4_from_x3")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
 
     recipe = RECIPES[args.preset]
+    if args.scratch_control:
+        try:
+            recipe = recipe.with_scratch_control(args.scratch_control)
+        except KeyError as error:
+            parser.error(error.args[0])
     output = Path(args.output or f"runs/{args.preset}")
     if output.exists() and any(output.iterdir()) and not args.resume:
         raise SystemExit(f"{output} is not empty: pass --resume to continue that run, or another --output")

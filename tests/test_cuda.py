@@ -1,11 +1,15 @@
 """CUDA: layers and backends agree with the CPU float64 reference. Skipped without a GPU (-m cuda runs them)."""
 
+import numpy as np
 import pytest
 import torch
 
 import reference
 from gridattn import GridAttention, WindowAttention
+from gridattn.data import write_image
 from gridattn.functional import attention, available_backends
+from gridattn.models import HMANet, hmanet_config
+from gridattn.train import TrainConfig, train
 from strategies import random_map, randomize_
 
 pytestmark = pytest.mark.cuda
@@ -38,3 +42,56 @@ def test_layers_on_cuda_match_reference(build):
     torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-4, atol=1e-4)
     out.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("numerics", ["corrected", "official"])
+def test_hmanet_on_cuda_matches_cpu_and_bf16_stays_close(numerics):
+    torch.manual_seed(0)
+    model = HMANet(hmanet_config(2, "tiny", numerics)).eval()
+    with torch.no_grad():  # non-zero biases, perturbed norms and tables
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    x = torch.rand(2, 3, 24, 40)
+    with torch.no_grad():
+        expected = model(x)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        model = model.cuda()
+        out = model(x.cuda())
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = model(x.cuda()).float()
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-4, atol=1e-4)
+    relative = (half - out).norm() / out.norm()
+    assert relative < 1e-2, f"bfloat16 output off by {relative:.2e} (relative L2)"
+
+
+def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
+    torch.manual_seed(0)
+    model = HMANet(hmanet_config(2, "small")).cuda().train()
+    x = torch.rand(4, 3, 64, 64, device="cuda")
+    peaks, grads = {}, {}
+    for checkpointing in (False, True):
+        model.grad_checkpointing = checkpointing
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        model(x).square().mean().backward()
+        torch.cuda.synchronize()
+        peaks[checkpointing] = torch.cuda.max_memory_allocated() - start
+        grads[checkpointing] = [p.grad.clone() for p in model.parameters()]
+    assert peaks[True] < 0.6 * peaks[False], f"checkpointing peak {peaks[True] / 2**20:.0f} MiB vs {peaks[False] / 2**20:.0f} MiB"
+    for a, b in zip(grads[False], grads[True]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_trainer_runs_on_cuda_with_bfloat16(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image(tmp_path / "hr" / f"{i}.png", rng.integers(0, 256, (80, 96, 3)).astype(np.uint8))
+    config = TrainConfig(output_dir=str(tmp_path / "run"), model=hmanet_config(2, "tiny"), data=(str(tmp_path / "hr"),),
+                         iterations=4, batch_size=2, patch_size=16, device="cuda", progress=False, bf16=True)
+    result = train(config)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 4
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert result["step"] == 4

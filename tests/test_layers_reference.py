@@ -74,15 +74,17 @@ def test_shifted_window_attention_matches_classic_swin(seed, batch, windows_h, w
 def grid_layers(draw):
     heads, head_dim = draw(st.integers(1, 3)), draw(st.integers(1, 5))
     interval = draw(st.one_of(st.integers(1, 5), st.tuples(st.integers(1, 5), st.integers(1, 5))))
-    return heads * head_dim, heads, interval, draw(st.integers(1, 4))
+    # max_scores: 2**24 builds whole biases; the small bounds force blocks of queries (down to one query)
+    return heads * head_dim, heads, interval, draw(st.integers(1, 4)), draw(st.sampled_from([2**24, 1, 7, 60]))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("two_stage", [True, False])
 @given(spec=grid_layers(), seed=seeds, data=st.data())
 def test_grid_attention_matches_reference(spec, seed, data, two_stage, backend):
-    dim, heads, interval, bias_dim = spec
-    layer = GridAttention(dim, heads, interval, two_stage=two_stage, bias_hidden_dim=bias_dim, backend=backend)
+    dim, heads, interval, bias_dim, max_scores = spec
+    layer = GridAttention(dim, heads, interval, two_stage=two_stage, bias_hidden_dim=bias_dim, backend=backend,
+                          max_scores=max_scores)
     layer = randomize_(layer, seed).double()
     x = random_map(*data.draw(feature_maps(dim, max_size=14)), dtype=torch.float64)
     torch.testing.assert_close(layer(x), reference.grid_attention(layer, x), rtol=1e-9, atol=1e-9)
@@ -96,6 +98,22 @@ def test_grid_attention_in_dim_and_no_projection(seed, data):
     out = layer(x)
     assert out.shape == (*x.shape[:3], 12)
     torch.testing.assert_close(out, reference.grid_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data(), max_scores=st.integers(1, 400))
+def test_grid_attention_in_blocks_has_the_same_gradients(seed, data, max_scores):
+    """The memory-bounded path (blocks of queries, bias built per block) trains like the whole-bias path."""
+    whole = randomize_(GridAttention(12, 3, 3), seed).double().train()
+    blocks = randomize_(GridAttention(12, 3, 3, max_scores=max_scores), seed).double().train()
+    x = random_map(*data.draw(feature_maps(12, max_size=11)), dtype=torch.float64)
+    grad_out = torch.randn(*x.shape[:3], 12, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(blocks(x2), whole(x1), rtol=1e-10, atol=1e-10)
+    whole(x1).backward(grad_out)
+    blocks(x2).backward(grad_out)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-9, atol=1e-10)
+    for (name, a), b in zip(whole.named_parameters(), blocks.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-10, msg=name)
 
 
 @given(seed=seeds, data=st.data())

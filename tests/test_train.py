@@ -1,5 +1,6 @@
 """Training: data alignment, scale transfer, EMA, schedule, exact resume after a kill, DDP equivalence."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -201,3 +202,15 @@ def test_recipes_follow_the_paper_and_validate_their_order():
         Recipe("bad", "tiny", (Stage("a", 2, ("pretrain",), 1, 1e-3, init_from="b"), Stage("b", 3, ("pretrain",), 1, 1e-3)))
     with pytest.raises(ValueError, match="used twice"):
         Recipe("bad", "tiny", (Stage("a", 2, ("pretrain",), 1, 1e-3), Stage("a", 3, ("pretrain",), 1, 1e-3)))
+
+
+def test_scratch_control_repeats_a_stage_from_random_weights():
+    from gridattn.train import TINY
+
+    recipe = TINY.with_scratch_control("x4_from_x3")
+    staged, control = recipe.stage("x4_from_x3"), recipe.stages[-1]
+    assert control.name == "x4_from_x3_scratch" and control.init_from is None
+    assert dataclasses.replace(control, name=staged.name, init_from=staged.init_from) == staged
+    assert recipe.stages[:-1] == TINY.stages
+    with pytest.raises(KeyError, match="no stage 'x5'"):
+        TINY.with_scratch_control("x5")

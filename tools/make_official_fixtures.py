@@ -8,44 +8,23 @@ Inputs whose size is not a multiple of the window are padded the way the officia
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
 from official_cases import CASES, FIXTURE, config_of, input_of, official_state  # noqa: E402
-
-
-def _stub_basicsr() -> None:
-    registry = types.SimpleNamespace(register=lambda: (lambda obj: obj))
-    modules = {
-        "basicsr": types.ModuleType("basicsr"),
-        "basicsr.utils": types.ModuleType("basicsr.utils"),
-        "basicsr.utils.registry": types.ModuleType("basicsr.utils.registry"),
-        "basicsr.archs": types.ModuleType("basicsr.archs"),
-        "basicsr.archs.arch_util": types.ModuleType("basicsr.archs.arch_util"),
-    }
-    modules["basicsr.utils.registry"].ARCH_REGISTRY = registry
-    modules["basicsr.archs.arch_util"].to_2tuple = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)
-    modules["basicsr.archs.arch_util"].trunc_normal_ = torch.nn.init.trunc_normal_
-    sys.modules.update(modules)
+from official_reference import load_official_arch, official_model  # noqa: E402
 
 
 def main(checkout: str) -> None:
-    _stub_basicsr()
-    spec = importlib.util.spec_from_file_location("hma_arch", Path(checkout) / "hma" / "archs" / "hma_arch.py")
-    hma_arch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hma_arch)
+    hma_arch = load_official_arch(checkout)
     outputs = {}
     for name in CASES:
         c = config_of(name)
-        model = hma_arch.HMANet(upscale=c.scale, embed_dim=c.embed_dim, depths=list(c.depths),
-                                num_heads=list(c.num_heads), window_size=c.window_size, interval_size=c.interval,
-                                mlp_ratio=c.mlp_ratio, upsampler="pixelshuffle", resi_connection="1conv").eval()
+        model = official_model(hma_arch, c)
         model.load_state_dict(official_state(name), strict=True)
         x = input_of(name)
         h, w = x.shape[-2:]

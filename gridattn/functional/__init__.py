@@ -10,7 +10,7 @@ from .backends import (
     set_default_backend,
     unavailable_reason,
 )
-from .masks import grid_attention_mask, window_attention_mask
+from .masks import grid_attention_mask, grid_padding_labels, label_mask, window_attention_mask
 from .padding import PAD_MODES, pad_to_multiple, padded_size, unpad
 from .partition import (
     fixed_grid_partition,
@@ -20,7 +20,7 @@ from .partition import (
     window_partition,
     window_reverse,
 )
-from .position import relative_offsets, relative_position_index
+from .position import relative_offsets, relative_position_index, relative_position_rows
 
 __all__ = [
     "BACKENDS",
@@ -33,12 +33,15 @@ __all__ = [
     "fixed_grid_reverse",
     "get_default_backend",
     "grid_attention_mask",
+    "grid_padding_labels",
     "grid_partition",
     "grid_reverse",
+    "label_mask",
     "pad_to_multiple",
     "padded_size",
     "relative_offsets",
     "relative_position_index",
+    "relative_position_rows",
     "set_default_backend",
     "unavailable_reason",
     "unpad",

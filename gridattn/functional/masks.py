@@ -27,11 +27,17 @@ def _axis_labels(length: int, padded: int, window: int, shift: int, device: torc
     return torch.where(pos < length, torch.div(pos - shift, window, rounding_mode="floor") + 1, PAD_LABEL)
 
 
-def _label_mask(labels: torch.Tensor, dtype: torch.dtype, masked_value: float = float("-inf")) -> torch.Tensor:
-    """``(G, N)`` labels -> ``(G, N, N)`` additive mask: 0 where query and key labels match, else masked_value."""
-    same = labels[:, :, None] == labels[:, None, :]
-    zero = torch.zeros((), dtype=dtype, device=labels.device)
-    return torch.where(same, zero, torch.tensor(masked_value, dtype=dtype, device=labels.device))
+def label_mask(
+    query_labels: torch.Tensor,
+    key_labels: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+    masked_value: float = float("-inf"),
+) -> torch.Tensor:
+    """Additive mask from labels: ``(G, Nq)`` and ``(G, Nk)`` -> ``(G, Nq, Nk)``, 0 where the query's and
+    the key's labels match, ``masked_value`` elsewhere."""
+    same = query_labels[:, :, None] == key_labels[:, None, :]
+    zero = torch.zeros((), dtype=dtype, device=query_labels.device)
+    return torch.where(same, zero, torch.tensor(masked_value, dtype=dtype, device=query_labels.device))
 
 
 def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device):
@@ -51,7 +57,8 @@ def _window_mask(height, width, window, shift, device, dtype, masked_value):
         return None
     labels = _map_labels(height, width, padded, window, shift, device)
     labels = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-    return _label_mask(window_partition(labels.float(), window).flatten(1).long(), dtype, masked_value)
+    labels = window_partition(labels.float(), window).flatten(1).long()
+    return label_mask(labels, labels, dtype, masked_value)
 
 
 def window_attention_mask(
@@ -78,14 +85,25 @@ def window_attention_mask(
     return compute(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype, masked_value)
 
 
-@lru_cache(maxsize=16)
-@torch.inference_mode(False)
-def _grid_mask(height, width, interval, device, dtype):
+def grid_padding_labels(
+    height: int, width: int, interval: int | tuple[int, int], *, device: torch.device | str | None = None
+) -> torch.Tensor | None:
+    """Per group of :func:`grid_partition` on the padded map: ``(groups, N)`` labels, one value for real
+    tokens and another (``PAD_LABEL``) for padding; ``None`` when the size needs no padding.
+    :func:`label_mask` of these labels is :func:`grid_attention_mask`."""
+    interval = to_pair(interval, "interval")
     padded = padded_size(height, width, interval)
     if padded == (height, width):
         return None
     labels = _map_labels(height, width, padded, padded, (0, 0), device)  # one label for real, one for padding
-    return _label_mask(grid_partition(labels.float(), interval).flatten(1).long(), dtype)
+    return grid_partition(labels.float(), interval).flatten(1).long()
+
+
+@lru_cache(maxsize=16)
+@torch.inference_mode(False)
+def _grid_mask(height, width, interval, device, dtype):
+    labels = grid_padding_labels(height, width, interval, device=device)
+    return None if labels is None else label_mask(labels, labels, dtype)
 
 
 def grid_attention_mask(

@@ -9,14 +9,24 @@ import torch
 from ._checks import to_pair
 
 
+def relative_position_rows(size: int | tuple[int, int], start: int, stop: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Rows ``start:stop`` of :func:`relative_position_index` (queries ``start..stop-1`` against every key).
+
+    Computed, not cached: ``(stop - start, h*w)`` int64. Lets a large group's bias be built a block of
+    queries at a time instead of as one ``(N, N)`` index.
+    """
+    h, w = to_pair(size, "size")
+    queries = torch.arange(start, stop, device=device)
+    keys = torch.arange(h * w, device=device)
+    dy = torch.div(queries, w, rounding_mode="floor")[:, None] - torch.div(keys, w, rounding_mode="floor")[None, :]
+    dx = (queries % w)[:, None] - (keys % w)[None, :]
+    return (dy + h - 1) * (2 * w - 1) + (dx + w - 1)
+
+
 @lru_cache(maxsize=16)
 @torch.inference_mode(False)  # cached: must stay usable by autograd after a call in inference mode
 def _relative_position_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    h, w = size
-    coords = torch.stack(torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"))
-    coords = coords.flatten(1)  # (2, N), raster order
-    offsets = coords[:, :, None] - coords[:, None, :]  # (2, N, N): query minus key
-    return (offsets[0] + h - 1) * (2 * w - 1) + (offsets[1] + w - 1)
+    return relative_position_rows(size, 0, size[0] * size[1], device)
 
 
 def relative_position_index(size: int | tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:

@@ -8,9 +8,10 @@ from torch import nn
 
 from ..functional._checks import check_feature_map, check_heads, check_positive, check_probability, to_pair
 from ..functional.backends import attention, check_backend
-from ..functional.masks import grid_attention_mask
-from ..functional.padding import pad_to_multiple, unpad
+from ..functional.masks import grid_attention_mask, grid_padding_labels, label_mask
+from ..functional.padding import pad_to_multiple, padded_size, unpad
 from ..functional.partition import grid_partition, grid_reverse
+from ..functional.position import relative_position_rows
 from .position import DynamicPositionBias
 
 
@@ -43,12 +44,17 @@ class GridAttention(nn.Module):
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after the output projection.
         backend: attention backend (``"sdpa"``, ``"xformers"``, ``"math"``), ``None`` for the default.
+        max_scores: memory bound: at most this many bias entries (heads x queries x keys, times the groups
+            when padding is masked) are built at once. Larger groups (e.g. 4096 tokens, a 256x256 map at
+            interval 4) are attended a block of queries at a time, with the bias built per block from the
+            MLP's table; the result is the same. Below the bound the whole bias is built and, in eval mode,
+            cached.
 
     Shapes:
         input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
 
     Raises:
-        ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, an input that is not 4-D or has
+        ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, ``max_scores`` < 1, an input that is not 4-D or has
             the wrong number of channels.
     """
 
@@ -66,9 +72,12 @@ class GridAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         backend: str | None = None,
+        max_scores: int = 2**24,
     ) -> None:
         super().__init__()
         check_heads(dim, num_heads)
+        check_positive(max_scores, "max_scores")
+        self.max_scores = max_scores
         self.dim, self.num_heads = dim, num_heads
         self.in_dim = dim if in_dim is None else in_dim
         check_positive(self.in_dim, "in_dim")
@@ -99,20 +108,49 @@ class GridAttention(nn.Module):
         padded_h, padded_w = x.shape[1:3]
         group_size = (padded_h // self.interval[0], padded_w // self.interval[1])
         q, k, v = self._split_qkv(x, batch)
-        mask = grid_attention_mask(height, width, self.interval, device=x.device, dtype=self.qkv.weight.dtype)
-        biases = [pb(group_size) for pb in self.position_biases]  # (heads, N, N) each
-        if mask is not None:  # (groups, N, N): real tokens never see padding
-            biases = [b + mask[:, None] for b in biases]
-        dropout_p = self.attn_drop if self.training else 0.0
+        size = (height, width)
         if self.two_stage:
             grid = self._groups(self.grid_proj(x), batch)
-            summary = attention(grid, k, v, biases[0], dropout_p=dropout_p, backend=self.backend)
-            out = attention(q, grid, summary, biases[1], dropout_p=dropout_p, backend=self.backend)
+            summary = self._attend(grid, k, v, self.position_biases[0], size, group_size)
+            out = self._attend(q, grid, summary, self.position_biases[1], size, group_size)
         else:
-            out = attention(q, k, v, biases[0], dropout_p=dropout_p, backend=self.backend)
+            out = self._attend(q, k, v, self.position_biases[0], size, group_size)
         out = rearrange(out, "b g heads (gh gw) d -> (b g) gh gw (heads d)", gh=group_size[0])
         out = unpad(grid_reverse(out, self.interval, padded_h, padded_w), height, width)
         return self.proj_drop(self.proj(out))
+
+    def _attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        position_bias: DynamicPositionBias,
+        size: tuple[int, int],
+        group_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Attention in every group, ``(B, groups, heads, N, d)`` each, with the position bias and the padding
+        mask (real tokens never see padding); in blocks of queries when the whole bias would exceed
+        ``max_scores`` entries."""
+        dropout_p = self.attn_drop if self.training else 0.0
+        tokens, groups = query.shape[-2], query.shape[1]
+        padded = padded_size(*size, self.interval) != size
+        block = max(1, self.max_scores // (self.num_heads * tokens * (groups if padded else 1)))
+        if block >= tokens:
+            bias = position_bias(group_size)  # (heads, N, N)
+            mask = grid_attention_mask(*size, self.interval, device=query.device, dtype=bias.dtype)
+            if mask is not None:  # (groups, N, N)
+                bias = bias + mask[:, None]
+            return attention(query, key, value, bias, dropout_p=dropout_p, backend=self.backend)
+        table = position_bias.table(group_size)  # ((2h-1)(2w-1), heads)
+        labels = grid_padding_labels(*size, self.interval, device=query.device)  # (groups, N) or None
+        outputs = []
+        for start in range(0, tokens, block):
+            stop = min(tokens, start + block)
+            bias = table[relative_position_rows(group_size, start, stop, table.device)].permute(2, 0, 1)
+            if labels is not None:
+                bias = bias + label_mask(labels[:, start:stop], labels, bias.dtype)[:, None]
+            outputs.append(attention(query[..., start:stop, :], key, value, bias, dropout_p=dropout_p, backend=self.backend))
+        return torch.cat(outputs, dim=-2)
 
     def _split_qkv(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = rearrange(

@@ -83,7 +83,16 @@ class Recipe:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(name)
+        raise KeyError(f"recipe {self.name} has no stage {name!r}; its stages are {[s.name for s in self.stages]}")
+
+    def with_scratch_control(self, name: str) -> Recipe:
+        """This recipe plus a control stage ``<name>_scratch``: stage ``name`` trained from random weights.
+
+        The control has the same scale, data, steps and schedule, so the two rows of the results table
+        measure what the initialisation brings at equal training steps.
+        """
+        control = dataclasses.replace(self.stage(name), name=f"{name}_scratch", init_from=None)
+        return dataclasses.replace(self, stages=(*self.stages, control))
 
 
 _PRETRAIN = dict(iterations=800_000, lr=2e-4, milestones=(300_000, 500_000, 650_000, 700_000, 750_000))

@@ -1,0 +1,198 @@
+"""HMANet inference speed and memory: gridattn against itself and (optionally) the official implementation.
+
+    python benchmarks/hmanet_speed.py --reference /path/to/korouuuuu-HMA-checkout --sizes 64 128 256
+    python benchmarks/hmanet_speed.py --device cuda --variants fp32 tf32 bf16 math
+
+Prints a Markdown table per LR size: median forward time (after warm-up, the variants' runs interleaved so
+that a noisy machine affects them alike), its ratio to the official model (or to the first variant),
+peak memory, the FLOPs of one forward (``torch.utils.flop_counter``), the achieved GFLOP/s and its
+fraction of the float32 (or bfloat16) matrix-product peak measured in the same run, and the largest
+difference from the official output (or from gridattn float32).
+
+Peak memory on CUDA is ``torch.cuda.max_memory_allocated`` of the forward; on CPU it is the peak resident
+set of a fresh process that builds the model and runs one forward (``--no-memory`` skips those processes).
+Variants: ``official`` (needs ``--reference``), ``fp32`` (gridattn, official numerics, default backend),
+``math`` (the same with the plain attention path: backend ``math``), ``bf16`` (bfloat16 autocast),
+``tf32`` (CUDA TF32 matmuls), ``corrected`` (gridattn's corrected numerics, float32).
+The model is the official x4 configuration (embed 180, 6x6 blocks, window 16), randomly initialised and
+shared by every variant (the official one gets the same weights through ``to_official_state_dict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gridattn.functional import default_backend
+from gridattn.models import HMANet, hmanet_config, to_official_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("official", "fp32", "math", "bf16", "tf32", "corrected")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(variant: str, scale: int, device: torch.device, reference: str | None) -> torch.nn.Module:
+    """The model of ``variant`` with the weights every variant shares (seed 0)."""
+    torch.manual_seed(0)
+    ours = HMANet(hmanet_config(scale, numerics="official")).eval()
+    with torch.no_grad():  # the biases start at zero; make them count
+        for name, p in ours.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.02)
+    if variant == "official":
+        sys.path.insert(0, str(ROOT / "tools"))
+        from official_reference import load_official_arch, official_model
+
+        model = official_model(load_official_arch(reference), ours.config)
+        model.load_state_dict(to_official_state_dict(ours), strict=True)
+        return model.to(device)
+    if variant == "corrected":
+        corrected = HMANet(ours.config.replace(numerics="corrected")).eval()
+        corrected.load_state_dict(ours.state_dict())
+        ours = corrected
+    return ours.to(device)
+
+
+@contextlib.contextmanager
+def variant_context(variant: str, device: torch.device):
+    """Backend, autocast and TF32 settings of ``variant`` (restored afterwards)."""
+    with contextlib.ExitStack() as stack:
+        if variant == "math":
+            stack.enter_context(default_backend("math"))
+        if variant == "bf16":
+            stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+        if variant == "tf32":
+            previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            stack.callback(lambda: setattr_tf32(*previous))
+        yield
+
+
+def setattr_tf32(matmul: bool, cudnn: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def forward(model: torch.nn.Module, variant: str, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode(), variant_context(variant, x.device):
+        return model(x).float()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of an ``n x n`` matrix product (median of ``repeats``)."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def count_flops(model: torch.nn.Module, variant: str, x: torch.Tensor) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward(model, variant, x)
+    return counter.get_total_flops()
+
+
+def peak_memory_subprocess(variant: str, size: int, args: argparse.Namespace) -> float:
+    """Peak RSS (GiB) of a fresh process that builds ``variant`` and runs one forward at ``size``."""
+    command = [sys.executable, __file__, "--memory-probe", variant, "--sizes", str(size), "--scale", str(args.scale)]
+    if args.reference:
+        command += ["--reference", args.reference]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_gib"]
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    device = torch.device("cpu")
+    model = build(args.memory_probe, args.scale, device, args.reference)
+    forward(model, args.memory_probe, torch.rand(1, 3, args.sizes[0], args.sizes[0]))
+    print(json.dumps({"peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                        help="default: official (with --reference), fp32, math, bf16 (+ tf32 on CUDA)")
+    parser.add_argument("--reference", help="local checkout of korouuuuu/HMA")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="CPU: skip the peak-RSS processes")
+    parser.add_argument("--memory-probe", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        return memory_probe(args)
+
+    device = torch.device(args.device)
+    variants = args.variants or (["official"] if args.reference else []) + ["fp32", "math", "bf16"] + (
+        ["tf32"] if device.type == "cuda" else [])
+    if "official" in variants and not args.reference:
+        parser.error("variant 'official' needs --reference PATH (a checkout of korouuuuu/HMA)")
+    baseline = variants[0]
+    models = {v: build(v, args.scale, device, args.reference) for v in variants}
+    peaks = {torch.float32: matmul_peak(device, torch.float32), torch.bfloat16: matmul_peak(device, torch.bfloat16)}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# HMANet x{args.scale} (official config) forward, batch 1, {name}, torch {torch.__version__}")
+    print(f"matrix-product peak (2048^3): float32 {peaks[torch.float32]:.0f} GFLOP/s, "
+          f"bfloat16 {peaks[torch.bfloat16]:.0f} GFLOP/s\n")
+
+    for size in args.sizes:
+        torch.manual_seed(1)
+        x = torch.rand(1, 3, size, size, device=device)
+        outputs, times = {}, {v: [] for v in variants}
+        memory = {}
+        for v in variants:  # warm-up (caches, kernels), reference outputs, CUDA peak memory
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            outputs[v] = forward(models[v], v, x)
+            if device.type == "cuda":
+                memory[v] = torch.cuda.max_memory_allocated(device) / 2**30
+        for _ in range(args.repeats):
+            for v in variants:
+                synchronize(device)
+                start = time.perf_counter()
+                forward(models[v], v, x)
+                synchronize(device)
+                times[v].append(time.perf_counter() - start)
+        if device.type == "cpu" and not args.no_memory:
+            memory = {v: peak_memory_subprocess(v, size, args) for v in variants}
+        reference = outputs["official"] if "official" in outputs else outputs.get("fp32", outputs[baseline])
+        print(f"## LR {size}x{size} -> HR {size * args.scale}x{size * args.scale}\n")
+        print(f"| variant | median s | speed-up vs {baseline} | peak mem GiB | GFLOPs | GFLOP/s | of mm peak | max abs diff |")
+        print("|---|---|---|---|---|---|---|---|")
+        base_time = statistics.median(times[baseline])
+        for v in variants:
+            median = statistics.median(times[v])
+            flops = count_flops(models[v], v, x) / 1e9
+            peak = peaks[torch.bfloat16 if v == "bf16" else torch.float32]
+            mem = f"{memory[v]:.2f}" if v in memory else "-"
+            diff = (outputs[v] - reference).abs().max().item()
+            print(f"| {v} | {median:.3f} | {base_time / median:.2f}x | {mem} | {flops:.1f} | {flops / median:.0f} | "
+                  f"{flops / median / peak:.0%} | {diff:.2e} |")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
