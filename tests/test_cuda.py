@@ -17,12 +17,13 @@ pytestmark = pytest.mark.cuda
 
 @pytest.mark.parametrize("backend", ["sdpa", "xformers", "math"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_backends_on_cuda_match_math_in_float64(backend, dtype):
+@pytest.mark.parametrize("width", [15, 30, 32])  # HMANet's head widths are 15 and 30
+def test_backends_on_cuda_match_math_in_float64(backend, dtype, width):
     reason = available_backends("cuda", dtype)[backend]
     if reason:
         pytest.skip(reason)
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 16, 3, 64, 32, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(2, 16, 3, 64, width, generator=gen) for _ in range(3))
     bias = torch.randn(16, 3, 64, 64, generator=gen)
     bias[..., 1:, 0] = float("-inf")
     expected = attention(q.double(), k.double(), v.double(), bias.double(), backend="math")
@@ -66,6 +67,7 @@ def test_hmanet_on_cuda_matches_cpu_and_bf16_stays_close(numerics):
 
 def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
     torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     model = HMANet(hmanet_config(2, "small")).cuda().train()
     x = torch.rand(4, 3, 64, 64, device="cuda")
     peaks, grads = {}, {}
@@ -81,7 +83,7 @@ def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
         grads[checkpointing] = [p.grad.clone() for p in model.parameters()]
     assert peaks[True] < 0.6 * peaks[False], f"checkpointing peak {peaks[True] / 2**20:.0f} MiB vs {peaks[False] / 2**20:.0f} MiB"
     for a, b in zip(grads[False], grads[True]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)  # recomputation reorders float sums
 
 
 def test_trainer_runs_on_cuda_with_bfloat16(tmp_path):
@@ -95,3 +97,15 @@ def test_trainer_runs_on_cuda_with_bfloat16(tmp_path):
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert result["step"] == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sdpa_runs_a_fused_kernel_for_hmanet_head_widths(dtype):
+    layer = GridAttention(90, 3, 4, out_proj=False).cuda().to(dtype).eval()  # 30-wide heads
+    x = torch.randn(1, 64, 64, 90, device="cuda", dtype=dtype)
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        layer(x)
+        torch.cuda.synchronize()
+    names = [e.key.lower() for e in prof.key_averages()]
+    assert any(("fmha" in n or "flash" in n or "efficient" in n or "cudnn" in n) for n in names), names
+    assert not any("softmax_warp" in n for n in names), "the attention fell back to an explicit softmax"

@@ -128,3 +128,22 @@ def test_ssim_by_hand_and_grayscale_is_its_own_y():
     assert 0 < ssim(noisy, gray) < 1
     with pytest.raises(ValueError, match="differ in size"):
         psnr(gray, gray[:10])
+
+
+@given(seed=st.integers(0, 2**16), height=st.integers(11, 16), width=st.integers(11, 16))
+def test_ssim_matches_a_window_by_window_loop(seed, height, width):
+    """Wang et al.: mean over every valid 11x11 window of the Gaussian-weighted (sigma 1.5) SSIM."""
+    rng = np.random.default_rng(seed)
+    a, b = (rng.integers(0, 256, (height, width)).astype(np.uint8) for _ in range(2))
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    weights = np.outer(g, g) / np.outer(g, g).sum()
+    values = []
+    for i in range(height - 10):
+        for j in range(width - 10):
+            x, y = a[i:i + 11, j:j + 11].astype(np.float64), b[i:i + 11, j:j + 11].astype(np.float64)
+            mx, my = (weights * x).sum(), (weights * y).sum()
+            vx, vy = (weights * x * x).sum() - mx**2, (weights * y * y).sum() - my**2
+            cov = (weights * x * y).sum() - mx * my
+            values.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    assert ssim(a, b) == pytest.approx(np.mean(values), rel=1e-10)

@@ -143,13 +143,22 @@ def _as_4d(q, k, v, bias):
     return q, k, v, bias
 
 
+def _pad_width(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    extra = -t.shape[-1] % multiple
+    return F.pad(t, (0, extra)) if extra else t
+
+
 def _sdpa(q, k, v, bias, scale, dropout_p):
-    lead = q.shape[:-2]
+    lead, value_width = q.shape[:-2], v.shape[-1]
     q4, k4, v4, bias4 = _as_4d(q, k, v, bias)
     if bias4 is not None:
         bias4 = bias4.to(q.dtype)
+    if q.is_cuda:
+        # CUDA's fused kernels need head widths that are multiples of 8 (HMANet's are 15 and 30); without
+        # them PyTorch falls back to the unfused path. Zero columns add nothing to q.k or to the output.
+        q4, k4, v4 = (_pad_width(t, 8) for t in (q4, k4, v4))
     out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=bias4, dropout_p=dropout_p, scale=scale)
-    return out.reshape(*lead, *out.shape[-2:])
+    return out[..., :value_width].reshape(*lead, out.shape[-2], value_width)
 
 
 def _xformers(q, k, v, bias, scale, dropout_p):

@@ -28,7 +28,7 @@ class CachedInEval(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache: OrderedDict[Hashable, tuple[list[torch.Tensor], torch.Tensor]] = OrderedDict()
+        self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def _cached(self, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
@@ -40,12 +40,16 @@ class CachedInEval(nn.Module):
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         key = (key, autocast)
         hit = self._cache.get(key)
-        if hit is not None and all(torch.equal(a, b) for a, b in zip(hit[0], params)):
+        # one flat comparison: on a GPU each torch.equal waits for the device, so compare once per module
+        weights = torch.cat([p.detach().reshape(-1) for p in params])
+        if hit is not None and torch.equal(hit[0], weights):
             self._cache.move_to_end(key)
             return hit[1]
-        with torch.inference_mode(False):  # a tensor made in inference mode could not be used in training later
+        # not an inference tensor (it could not be used in training later), and no autograd graph: a bias that
+        # requires grad would also keep PyTorch's fused CPU attention from running
+        with torch.inference_mode(False), torch.no_grad():
             value = compute()
-            self._cache[key] = ([p.detach().clone() for p in params], value)
+            self._cache[key] = (weights, value)
         while len(self._cache) > _MAX_ENTRIES:
             self._cache.popitem(last=False)
         return value

@@ -146,7 +146,7 @@ class GridAttention(nn.Module):
         outputs = []
         for start in range(0, tokens, block):
             stop = min(tokens, start + block)
-            bias = table[relative_position_rows(group_size, start, stop, table.device)].permute(2, 0, 1)
+            bias = table[relative_position_rows(group_size, start, stop, table.device)].permute(2, 0, 1).contiguous()
             if labels is not None:
                 bias = bias + label_mask(labels[:, start:stop], labels, bias.dtype)[:, None]
             outputs.append(attention(query[..., start:stop, :], key, value, bias, dropout_p=dropout_p, backend=self.backend))

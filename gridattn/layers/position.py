@@ -45,7 +45,7 @@ class RelativePositionBias(CachedInEval):
     def _compute(self) -> torch.Tensor:
         table = self.relative_position_bias_table
         index = relative_position_index(self.window_size, table.device)
-        return table[index].permute(2, 0, 1)  # (heads, N, N)
+        return table[index].permute(2, 0, 1).contiguous()  # (heads, N, N); fused kernels want contiguous rows
 
     def extra_repr(self) -> str:
         return f"window_size={self.window_size}, num_heads={self.num_heads}"
@@ -89,4 +89,4 @@ class DynamicPositionBias(CachedInEval):
 
     def _compute(self, size: tuple[int, int]) -> torch.Tensor:
         index = relative_position_index(size, self.pos_proj.weight.device)
-        return self.table(size)[index].permute(2, 0, 1)  # (heads, N, N)
+        return self.table(size)[index].permute(2, 0, 1).contiguous()  # (heads, N, N)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every CUDA check in one run (for a lent GPU machine without network): the `cuda` tests, the attention
+# kernels that run, the HMANet and layer benchmarks. Results are written to ${OUT:-cuda-results}/.
+# The official model is benchmarked when REFERENCE points at a checkout of korouuuuu/HMA.
+set -o pipefail
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+out=${OUT:-cuda-results}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+$python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+timeout 200 $python -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" | tail -15
+timeout 60 $python benchmarks/cuda_kernels.py 2>&1 | tee "$out/kernels.md"
+reference=()
+[ -n "$REFERENCE" ] && reference=(--reference "$REFERENCE" --variants official fp32 tf32 bf16 math)
+timeout 300 $python benchmarks/hmanet_speed.py --device cuda --sizes 64 128 256 --repeats 5 "${reference[@]}" 2>&1 | tee "$out/hmanet_cuda.md"
+timeout 90 $python benchmarks/layer_speed.py --device cuda --repeats 10 2>&1 | tee "$out/layers_cuda_float32.md"
+timeout 90 $python benchmarks/layer_speed.py --device cuda --dtype bfloat16 --repeats 10 2>&1 | tee "$out/layers_cuda_bfloat16.md"
