@@ -9,10 +9,10 @@ from einops import rearrange
 from torch import nn
 
 from ..functional._checks import check_feature_map, check_positive
-from ..functional.backends import attention
 from ..functional.masks import window_attention_mask
 from ..functional.partition import window_partition, window_reverse
 from ..layers import GridAttention, Mlp, PostNorm, WindowAttention
+from ..layers.window_attention import masked_window_attention
 
 Numerics = Literal["corrected", "official"]
 OFFICIAL_MASK_VALUE = -100.0  # what the official code adds to masked scores (Swin's convention)
@@ -96,11 +96,12 @@ class GAB(nn.Module):
         # raster runs of window**2 tokens, not windows: the first bug
         q, k, v = rearrange(qkv, "b h w (three heads d) -> three b (h w) heads d", three=3, heads=layer.num_heads)
         q, k, v = (rearrange(t, "b (n t) heads d -> b n heads t d", t=window * window) for t in (q, k, v))
-        bias = layer.relative_position_bias() + window_attention_mask(
+        mask = window_attention_mask(
             height, width, window, shift, device=x.device,
             dtype=layer.relative_position_bias.relative_position_bias_table.dtype, masked_value=OFFICIAL_MASK_VALUE,
-        )[:, None]
-        out = attention(q, k, v, bias, backend=layer.backend)
+        )
+        out = masked_window_attention(q, k, v, layer.relative_position_bias(), mask, max_scores=layer.max_scores,
+                                      backend=layer.backend)
         out = layer.proj(rearrange(out, "b n heads t d -> (b n) t (heads d)"))
         out = window_reverse(out.reshape(-1, window, window, layer.dim), window, height, width)
         # the roll back acts on a (B, H*W, C) tensor: tokens and channels are rolled, the second bug

@@ -14,6 +14,36 @@ from ..functional.partition import window_partition, window_reverse
 from .position import RelativePositionBias
 
 
+def masked_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    position_bias: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    max_scores: int = 2**24,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Attention inside windows with a shared position bias and a per-window mask, memory-bounded.
+
+    ``q, k, v``: ``(B, windows, heads, N, d)``; ``position_bias``: ``(heads, N, N)``; ``mask``:
+    ``(windows, N, N)`` or ``None``. The fused kernels take one additive bias, so bias and mask are summed
+    into ``(windows, heads, N, N)``; that sum is built for at most ``max_scores`` entries at a time (blocks
+    of windows), which bounds memory on large maps. Returns ``(B, windows, heads, N, d)``.
+    """
+    if mask is None:
+        return attention(q, k, v, position_bias, dropout_p=dropout_p, backend=backend)
+    windows = q.shape[1]
+    block = max(1, max_scores // position_bias.numel())
+    outputs = [
+        attention(q[:, start:start + block], k[:, start:start + block], v[:, start:start + block],
+                  position_bias + mask[start:start + block, None], dropout_p=dropout_p, backend=backend)
+        for start in range(0, windows, block)
+    ]
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows, with Swin's relative-position bias.
 
@@ -35,12 +65,14 @@ class WindowAttention(nn.Module):
         mask_value: added to the scores of masked token pairs. ``-inf`` (default) masks exactly; Swin and
             the official HMANet use ``-100``, which stops masking once scores approach 100.
         backend: attention backend (``"sdpa"``, ``"xformers"``, ``"math"``), ``None`` for the default.
+        max_scores: memory bound of :func:`masked_window_attention`: the position bias and the mask are
+            summed for at most this many score entries at a time (blocks of windows on large maps).
 
     Shapes:
         input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
 
     Raises:
-        ValueError: ``dim`` not divisible by ``num_heads``, window < 1, shift outside ``[0, window)``, an
+        ValueError: ``dim`` not divisible by ``num_heads``, window < 1, ``max_scores`` < 1, shift outside ``[0, window)``, an
             input that is not 4-D or has the wrong number of channels.
     """
 
@@ -57,9 +89,12 @@ class WindowAttention(nn.Module):
         proj_drop: float = 0.0,
         mask_value: float = float("-inf"),
         backend: str | None = None,
+        max_scores: int = 2**24,
     ) -> None:
         super().__init__()
         check_heads(dim, num_heads)
+        check_positive(max_scores, "max_scores")
+        self.max_scores = max_scores
         self.dim, self.num_heads = dim, num_heads
         self.in_dim = dim if in_dim is None else in_dim
         check_positive(self.in_dim, "in_dim")
@@ -92,9 +127,8 @@ class WindowAttention(nn.Module):
         mask = window_attention_mask(
             height, width, self.window_size, shift, device=bias.device, dtype=bias.dtype, masked_value=self.mask_value
         )  # (windows, N, N) or None
-        if mask is not None:
-            bias = bias + mask[:, None]
-        out = attention(q, k, v, bias, dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
+        out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores,
+                                      dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
         out = rearrange(out, "b n heads (wh ww) d -> (b n) wh ww (heads d)", wh=self.window_size[0])
         out = window_reverse(out, self.window_size, padded_h, padded_w)
         if any(shift):
