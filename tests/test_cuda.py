@@ -83,7 +83,7 @@ def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
         grads[checkpointing] = [p.grad.clone() for p in model.parameters()]
     assert peaks[True] < 0.6 * peaks[False], f"checkpointing peak {peaks[True] / 2**20:.0f} MiB vs {peaks[False] / 2**20:.0f} MiB"
     for a, b in zip(grads[False], grads[True]):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)  # recomputation reorders float sums
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-5)  # cuDNN weight gradients are not bit-reproducible
 
 
 def test_trainer_runs_on_cuda_with_bfloat16(tmp_path):

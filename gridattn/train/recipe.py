@@ -122,13 +122,13 @@ TINY = Recipe(
     model="tiny",
     eval_tile=64,
     stages=(
-        Stage("x2_pretrain", 2, ("pretrain",), iterations=450, lr=1e-3, milestones=(350,), **_TINY),
-        Stage("x3_pretrain", 3, ("pretrain",), iterations=300, lr=1e-3, milestones=(225,), init_from="x2_pretrain", **_TINY),
-        Stage("x2_from_x3", 2, ("pretrain",), iterations=300, lr=1e-3, milestones=(225,), init_from="x3_pretrain", **_TINY),
-        Stage("x4_from_x3", 4, ("pretrain",), iterations=250, lr=1e-3, milestones=(190,), init_from="x3_pretrain", **_TINY),
-        Stage("x2_finetune", 2, ("finetune",), iterations=60, lr=1e-4, init_from="x2_from_x3", **_TINY),
-        Stage("x3_finetune", 3, ("finetune",), iterations=60, lr=1e-4, init_from="x3_pretrain", **_TINY),
-        Stage("x4_finetune", 4, ("finetune",), iterations=60, lr=1e-4, init_from="x4_from_x3", **_TINY),
+        Stage("x2_pretrain", 2, ("pretrain",), iterations=400, lr=3e-4, milestones=(300,), **_TINY),
+        Stage("x3_pretrain", 3, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x2_pretrain", **_TINY),
+        Stage("x2_from_x3", 2, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x3_pretrain", **_TINY),
+        Stage("x4_from_x3", 4, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x3_pretrain", **_TINY),
+        Stage("x2_finetune", 2, ("finetune",), iterations=50, lr=1e-4, init_from="x2_from_x3", **_TINY),
+        Stage("x3_finetune", 3, ("finetune",), iterations=50, lr=1e-4, init_from="x3_pretrain", **_TINY),
+        Stage("x4_finetune", 4, ("finetune",), iterations=50, lr=1e-4, init_from="x4_from_x3", **_TINY),
     ),
 )
 RECIPES = {"official": OFFICIAL, "tiny": TINY}
