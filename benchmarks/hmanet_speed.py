@@ -10,7 +10,8 @@ fraction of the float32 (or bfloat16) matrix-product peak measured in the same r
 difference from the official output (or from gridattn float32).
 
 Peak memory on CUDA is ``torch.cuda.max_memory_allocated`` of the forward; on CPU it is the peak resident
-set of a fresh process that builds the model and runs one forward (``--no-memory`` skips those processes).
+set, sampled every millisecond while one forward runs in a fresh process (weights included, model building
+excluded; ``--no-memory`` skips those processes).
 Variants: ``official`` (needs ``--reference``), ``fp32`` (gridattn, official numerics, default backend),
 ``math`` (the same with the plain attention path: backend ``math``), ``bf16`` (bfloat16 autocast),
 ``tf32`` (CUDA TF32 matmuls), ``corrected`` (gridattn's corrected numerics, float32).
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -134,11 +137,31 @@ def peak_memory_subprocess(variant: str, size: int, args: argparse.Namespace) ->
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_gib"]
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
 def memory_probe(args: argparse.Namespace) -> None:
+    """Peak resident memory while the forward runs (sampled every millisecond), so that building the model
+    (which for the official variant converts weights through a gridattn model) does not count."""
     device = torch.device("cpu")
     model = build(args.memory_probe, args.scale, device, args.reference)
-    forward(model, args.memory_probe, torch.rand(1, 3, args.sizes[0], args.sizes[0]))
-    print(json.dumps({"peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    gc.collect()
+    x = torch.rand(1, 3, args.sizes[0], args.sizes[0])
+    peak, running = [_rss_bytes()], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    forward(model, args.memory_probe, x)
+    running[0] = False
+    sampler.join()
+    print(json.dumps({"peak_gib": peak[0] / 2**30}))
 
 
 def main() -> None:

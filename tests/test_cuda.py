@@ -74,6 +74,7 @@ def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
     for checkpointing in (False, True):
         model.grad_checkpointing = checkpointing
         model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same stochastic-depth draws in both runs
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
@@ -83,7 +84,8 @@ def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
         grads[checkpointing] = [p.grad.clone() for p in model.parameters()]
     assert peaks[True] < 0.6 * peaks[False], f"checkpointing peak {peaks[True] / 2**20:.0f} MiB vs {peaks[False] / 2**20:.0f} MiB"
     for a, b in zip(grads[False], grads[True]):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-5)  # cuDNN weight gradients are not bit-reproducible
+        # CUDA gradients are not bit-reproducible (atomics in scatter-adds and cuDNN backward): compare norms
+        assert (a - b).norm() <= 1e-4 * a.norm() + 1e-7
 
 
 def test_trainer_runs_on_cuda_with_bfloat16(tmp_path):
