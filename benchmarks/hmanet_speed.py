@@ -82,11 +82,11 @@ def variant_context(variant: str, device: torch.device):
         if variant == "tf32":
             previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-            stack.callback(lambda: setattr_tf32(*previous))
+            stack.callback(lambda: set_tf32(*previous))
         yield
 
 
-def setattr_tf32(matmul: bool, cudnn: bool) -> None:
+def set_tf32(matmul: bool, cudnn: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
@@ -182,7 +182,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     if device.type == "cuda":  # float32 means float32: TF32 only in the tf32 variant (cuDNN enables it by default)
-        setattr_tf32(False, False)
+        set_tf32(False, False)
     variants = args.variants or (["official"] if args.reference else []) + ["fp32", "math", "bf16"] + (
         ["tf32"] if device.type == "cuda" else [])
     if "official" in variants and not args.reference:

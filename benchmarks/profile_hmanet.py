@@ -13,7 +13,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from hmanet_speed import build, forward, setattr_tf32
+from hmanet_speed import build, forward, set_tf32
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
-        setattr_tf32(False, False)
+        set_tf32(False, False)
     x = torch.rand(1, 3, args.size, args.size, device=device)
     for variant in (["official"] if args.reference else []) + ["fp32"]:
         model = build(variant, 4, device, args.reference)

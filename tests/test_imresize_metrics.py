@@ -147,3 +147,12 @@ def test_ssim_matches_a_window_by_window_loop(seed, height, width):
             cov = (weights * x * y).sum() - mx * my
             values.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
     assert ssim(a, b) == pytest.approx(np.mean(values), rel=1e-10)
+
+
+@needs_data
+def test_evaluate_model_without_a_model_scores_bicubic():
+    from gridattn.train import evaluate_model
+
+    mean_psnr, mean_ssim = evaluate_model(None, str(DATA / "Set5" / "HR"), 4)
+    assert abs(mean_psnr - LITERATURE["Set5", 4][0]) < 0.02
+    assert abs(mean_ssim - LITERATURE["Set5", 4][1]) < 0.002

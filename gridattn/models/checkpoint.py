@@ -64,7 +64,11 @@ def _gab_qkv_part(key: str) -> int | None:
 
 
 def to_official_state_dict(model: HMANet) -> dict[str, torch.Tensor]:
-    """The model's weights in the official layout (loadable by the official ``HMANet`` with strict=True)."""
+    """The model's weights in the official layout (loadable by the official ``HMANet`` with strict=True).
+
+    The official code then reproduces this model's outputs only for ``numerics="official"`` and
+    ``image_skip=False``: it has neither the corrected GAB branch nor the bicubic image skip.
+    """
     ours = model.state_dict()
     official: dict[str, torch.Tensor] = {}
     qkv_parts: dict[str, list] = {}
@@ -248,6 +252,7 @@ def load_hmanet(
 
 def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
     """Save ``model`` in the official layout under ``params_ema``, with its configuration (numerics mode
-    included) under ``gridattn_config``; the official code can load the ``params_ema`` part."""
+    included) under ``gridattn_config``; the official code can load the ``params_ema`` part (same outputs only
+    for official numerics without ``image_skip``, see :func:`to_official_state_dict`)."""
     config = dataclasses.asdict(model.config)
     torch.save({"params_ema": to_official_state_dict(model), CONFIG_KEY: config}, os.fspath(path))

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..blocks import RHTB

@@ -14,12 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..data.benchmark import benchmark_pairs
-from ..data.imresize import imresize
-from ..metrics import psnr, ssim
 from ..models.hmanet import HMANet, hmanet_config
 from .trainer import TrainConfig, evaluate_model, train
 
@@ -173,6 +169,7 @@ def run_recipe(
         max_steps: cap on each stage's steps (milestones scaled alike).
     """
     results = []
+    bicubic: dict[tuple[str, int], tuple[float, float]] = {}  # (eval set, scale) -> scores, shared by stages
     for original in recipe.stages:
         stage = _capped(original, max_steps)
         missing = [name for name in stage.data if name not in folders]
@@ -198,10 +195,9 @@ def run_recipe(
         ema.eval()
         scores = {}
         for name, hr_folder in (eval_sets or {}).items():
-            model_psnr, model_ssim = evaluate_model(ema, hr_folder, stage.scale, recipe.eval_tile)
-            bicubic = [(psnr(imresize(lr, stage.scale), hr, border=stage.scale), ssim(imresize(lr, stage.scale), hr, border=stage.scale))
-                       for _, hr, lr in benchmark_pairs(hr_folder, stage.scale)]
-            scores[name] = (model_psnr, model_ssim, *(float(v) for v in np.mean(bicubic, axis=0)))
+            if (name, stage.scale) not in bicubic:
+                bicubic[name, stage.scale] = evaluate_model(None, hr_folder, stage.scale)
+            scores[name] = (*evaluate_model(ema, hr_folder, stage.scale, recipe.eval_tile), *bicubic[name, stage.scale])
         results.append(StageResult(stage.name, stage.scale, stage.iterations, seconds, scores))
     return results
 

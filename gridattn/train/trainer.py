@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from ..data.benchmark import benchmark_pairs
+from ..data.imresize import imresize
 from ..inference import upscale
 from ..metrics import psnr, ssim
 from ..models.hmanet import HMANet, HMANetConfig
@@ -109,12 +110,13 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
     return model.state_dict(), model.config.scale
 
 
-def evaluate_model(model: HMANet, hr_folder: str, scale: int, tile: int | None = None) -> tuple[float, float]:
-    """Mean Y-PSNR / SSIM of ``model`` on an HR folder (LR by MATLAB bicubic, ``scale`` border); ``tile``
-    runs tiled inference (overlap 16), much faster for grid attention on large images on a CPU."""
+def evaluate_model(model: HMANet | None, hr_folder: str, scale: int, tile: int | None = None) -> tuple[float, float]:
+    """Mean Y-PSNR / SSIM of ``model`` on an HR folder (LR by MATLAB bicubic, ``scale`` border); ``model=None``
+    scores MATLAB bicubic upsampling instead. ``tile`` runs tiled inference (overlap 16), much faster for grid
+    attention on large images on a CPU."""
     scores = []
     for _, hr, lr in benchmark_pairs(hr_folder, scale):
-        sr = upscale(model, lr, tile=tile)
+        sr = imresize(lr, scale) if model is None else upscale(model, lr, tile=tile)
         scores.append((psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
     return tuple(float(v) for v in np.mean(scores, axis=0))
 
