@@ -24,6 +24,17 @@ class FAB(nn.Module):
 
     Shapes:
         ``(B, H, W, dim)`` -> ``(B, H, W, dim)``, any height and width.
+
+    Raises:
+        ValueError: ``dim`` not divisible by ``num_heads``, a shift outside ``[0, window_size)``; an input that
+            is not a 4-D map with ``dim`` channels.
+
+    Example:
+        >>> import torch
+        >>> from gridattn.blocks import FAB
+        >>> pair = torch.nn.Sequential(FAB(60, 6, window_size=8), FAB(60, 6, window_size=8, shift=4))
+        >>> pair(torch.randn(1, 24, 24, 60)).shape
+        torch.Size([1, 24, 24, 60])
     """
 
     def __init__(

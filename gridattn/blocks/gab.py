@@ -15,7 +15,9 @@ from ..layers import GridAttention, Mlp, PostNorm, WindowAttention
 from ..layers.window_attention import masked_window_attention
 
 Numerics = Literal["corrected", "official"]
+"""The numerics mode of :class:`GAB`, :class:`~gridattn.blocks.RHTB` and :class:`~gridattn.models.HMANet`."""
 OFFICIAL_MASK_VALUE = -100.0  # what the official code adds to masked scores (Swin's convention)
+"""What the official code adds to masked scores (Swin's convention); used in ``"official"`` numerics."""
 
 
 class GAB(nn.Module):
@@ -45,7 +47,23 @@ class GAB(nn.Module):
         backend: attention backend, ``None`` for the default.
 
     Shapes:
-        ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+        ``(B, H, W, dim)`` -> ``(B, H, W, dim)``; with official numerics H and W must be multiples of
+        ``window_size``.
+
+    Raises:
+        ValueError: ``dim`` not divisible by 4, an odd ``num_heads``, an unknown ``numerics``; in forward, an
+            input that is not a 4-D map with ``dim`` channels, or (official numerics) a size that is not a
+            multiple of ``window_size``.
+
+    Example:
+        >>> import torch
+        >>> from gridattn.blocks import GAB
+        >>> gab = GAB(dim=48, num_heads=4, window_size=8, interval=4)   # branches of 12, 12 and 24 channels
+        >>> gab(torch.randn(1, 24, 20, 48)).shape
+        torch.Size([1, 24, 20, 48])
+        >>> official = GAB(dim=48, num_heads=4, window_size=8, interval=4, numerics="official")
+        >>> official.load_state_dict(gab.state_dict())   # same weights, other numerics
+        <All keys matched successfully>
     """
 
     def __init__(

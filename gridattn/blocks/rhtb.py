@@ -19,14 +19,37 @@ class RHTB(nn.Module):
     ``x + gab(x) * scale`` with a learned per-channel ``scale``. GAB's output already contains its input, so
     its input is counted twice: a harmless re-parameterisation kept from the official model.
 
+    ``numerics="official"`` also makes the FABs add ``-100`` to masked scores (as the official code) instead
+    of ``-inf``.
+
     Args:
-        dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, grid_bias_dim, backend: as
-            :class:`GAB`.
+        dim: channels; divisible by 4.
         depth: number of FAB blocks.
+        num_heads: heads of every FAB and of the GAB (even).
+        window_size: window of the FABs and of GAB's window branches; odd FABs shift by ``window_size // 2``.
+        interval: interval of GAB's grid branch.
+        mlp_ratio: hidden width of the MLPs relative to ``dim``.
+        qkv_bias: bias in the query/key/value projections.
         drop_path: stochastic-depth probability of each FAB, a float or one value per FAB.
+        numerics: ``"corrected"`` or ``"official"`` (see :class:`GAB`).
+        grid_bias_dim: width of the grid branch's position-bias MLPs (``None``: GridAttention's default).
+        backend: attention backend, ``None`` for the default.
 
     Shapes:
         ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+
+    Raises:
+        ValueError: ``depth`` below 1, a ``drop_path`` list of another length than ``depth``, or any error
+            of :class:`GAB` / :class:`FAB`.
+
+    Example:
+        >>> import torch
+        >>> from gridattn.blocks import RHTB
+        >>> block = RHTB(dim=48, depth=2, num_heads=4, window_size=8, interval=4)
+        >>> len(block.blocks)                              # FusedConv, FAB(shift 0), FAB(shift 4)
+        3
+        >>> block(torch.randn(1, 16, 16, 48)).shape
+        torch.Size([1, 16, 16, 48])
     """
 
     def __init__(

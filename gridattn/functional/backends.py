@@ -24,11 +24,17 @@ import torch
 import torch.nn.functional as F
 
 BACKENDS: tuple[str, ...] = ("sdpa", "xformers", "math")
+"""Names of the attention backends, in the order :func:`available_backends` lists them."""
 _default = "sdpa"
 
 
 class BackendUnavailableError(RuntimeError):
-    """A requested attention backend cannot run these inputs; the message gives the reason."""
+    """A requested attention backend cannot run these inputs; the message gives the reason.
+
+    Raised by :func:`attention` (and so by every layer's forward) instead of silently falling back to another
+    backend, e.g. ``attention backend 'xformers' cannot run: xformers runs on CUDA tensors only, got device cpu``.
+    A subclass of ``RuntimeError``.
+    """
 
 
 def _check_name(name: str) -> None:
@@ -37,18 +43,47 @@ def _check_name(name: str) -> None:
 
 
 def check_backend(name: str | None) -> None:
-    """Raise ``ValueError`` unless ``name`` is a backend name or ``None`` (the default)."""
+    """Validate a backend argument: a name from :data:`BACKENDS` or ``None`` (the default).
+
+    The layers call this in their constructors, so a typo fails when the model is built, not at its first
+    forward. Availability (device, installed packages) is checked later, per call, by :func:`attention`.
+
+    Raises:
+        ValueError: ``name`` is neither ``None`` nor one of ``"sdpa"``, ``"xformers"``, ``"math"``.
+    """
     if name is not None:
         _check_name(name)
 
 
 def get_default_backend() -> str:
-    """The backend used when a call or layer does not name one (``"sdpa"`` unless changed)."""
+    """The backend used when a call or layer does not name one (``"sdpa"`` unless changed).
+
+    Returns:
+        One of :data:`BACKENDS`.
+    """
     return _default
 
 
 def set_default_backend(name: str) -> None:
-    """Set the process-wide default attention backend."""
+    """Set the process-wide default attention backend.
+
+    Layers created with ``backend=None`` (the default) and calls of :func:`attention` without ``backend`` use
+    it from their next call on. Prefer the :func:`default_backend` context manager for a temporary change.
+
+    Args:
+        name: ``"sdpa"``, ``"xformers"`` or ``"math"``.
+
+    Raises:
+        ValueError: unknown backend name. Availability is not checked here: a backend that cannot run an
+            input raises :class:`BackendUnavailableError` when it is called.
+
+    Example:
+        >>> import gridattn
+        >>> gridattn.set_default_backend("math")
+        >>> gridattn.functional.get_default_backend()
+        'math'
+        >>> gridattn.set_default_backend("sdpa")
+    """
     global _default
     _check_name(name)
     _default = name
@@ -56,7 +91,26 @@ def set_default_backend(name: str) -> None:
 
 @contextlib.contextmanager
 def default_backend(name: str) -> Iterator[None]:
-    """Context manager: use ``name`` as the default backend inside the ``with`` block."""
+    """Context manager: use ``name`` as the default backend inside the ``with`` block.
+
+    The previous default is restored on exit, also when the block raises. The setting is process-wide
+    (not per thread).
+
+    Args:
+        name: ``"sdpa"``, ``"xformers"`` or ``"math"``.
+
+    Raises:
+        ValueError: unknown backend name.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import GridAttention, default_backend
+        >>> layer = GridAttention(dim=32, num_heads=2, interval=4)
+        >>> with default_backend("math"):  # the plain reference, e.g. to compare against the fused kernel
+        ...     y = layer(torch.randn(1, 16, 16, 32))
+        >>> y.shape
+        torch.Size([1, 16, 16, 32])
+    """
     previous = get_default_backend()
     set_default_backend(name)
     try:
@@ -70,7 +124,22 @@ def unavailable_reason(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> str | None:
-    """Why backend ``name`` cannot run on ``device`` with ``dtype``, or ``None`` if it can."""
+    """Why backend ``name`` cannot run on ``device`` with ``dtype``, or ``None`` if it can.
+
+    ``"sdpa"`` and ``"math"`` run everywhere. ``"xformers"`` needs the package installed, a CUDA device and
+    float16, bfloat16 or float32.
+
+    Args:
+        name: a backend name.
+        device: the device of the query/key/value tensors.
+        dtype: their dtype.
+
+    Returns:
+        ``None``, or the reason as a sentence (the text :class:`BackendUnavailableError` would carry).
+
+    Raises:
+        ValueError: unknown backend name.
+    """
     _check_name(name)
     if name != "xformers":
         return None
@@ -84,7 +153,19 @@ def unavailable_reason(
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
-    """Every backend mapped to ``None`` (can run) or the reason it cannot, for ``device`` and ``dtype``."""
+    """Every backend mapped to ``None`` (can run) or the reason it cannot, for ``device`` and ``dtype``.
+
+    Args:
+        device: the device to check for.
+        dtype: the dtype to check for.
+
+    Example:
+        >>> from gridattn import available_backends
+        >>> available_backends("cpu")["math"] is None
+        True
+        >>> available_backends("cpu")["xformers"] is None  # xformers needs CUDA
+        False
+    """
     return {name: unavailable_reason(name, device, dtype) for name in BACKENDS}
 
 
@@ -210,8 +291,18 @@ def attention(
         ``(*batch, N_q, d_v)`` in the dtype of ``q``.
 
     Raises:
-        ValueError: inconsistent shapes or dtypes, unknown backend name.
+        ValueError: inconsistent shapes or dtypes (the message gives all three shapes), a boolean ``bias``, a
+            bias that does not broadcast to the scores, or an unknown backend name.
         BackendUnavailableError: the backend cannot run these inputs (the message says why).
+
+    Example:
+        >>> import torch
+        >>> from gridattn.functional import attention
+        >>> q = k = v = torch.randn(2, 4, 64, 16)           # (B, heads, N, d)
+        >>> bias = torch.zeros(4, 64, 64)                    # (heads, N, N), broadcast over the batch
+        >>> attention(q, k, v, bias).shape
+        torch.Size([2, 4, 64, 16])
+        >>> out = attention(q, k, v, bias, backend="math")  # the plain reference
     """
     name = get_default_backend() if backend is None else backend
     _check_name(name)

@@ -19,6 +19,7 @@ from .padding import padded_size
 from .partition import grid_partition, window_partition
 
 PAD_LABEL = -1
+"""The label every padding token carries in :func:`grid_padding_labels` (real tokens carry other values)."""
 
 
 def _axis_labels(length: int, padded: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -34,7 +35,26 @@ def label_mask(
     masked_value: float = float("-inf"),
 ) -> torch.Tensor:
     """Additive mask from labels: ``(G, Nq)`` and ``(G, Nk)`` -> ``(G, Nq, Nk)``, 0 where the query's and
-    the key's labels match, ``masked_value`` elsewhere."""
+    the key's labels match, ``masked_value`` elsewhere.
+
+    Args:
+        query_labels: ``(G, Nq)`` integer labels of the queries of ``G`` groups (windows or grids).
+        key_labels: ``(G, Nk)`` labels of the keys.
+        dtype: dtype of the mask.
+        masked_value: the value where labels differ; ``-inf`` masks exactly.
+
+    Returns:
+        ``(G, Nq, Nk)`` on the labels' device, to add to the attention scores.
+
+    Example:
+        >>> import torch
+        >>> from gridattn.functional import label_mask
+        >>> labels = torch.tensor([[0, 0, -1]])            # two real tokens, one padding token
+        >>> label_mask(labels, labels)
+        tensor([[[0., 0., -inf],
+                 [0., 0., -inf],
+                 [-inf, -inf, 0.]]])
+    """
     same = query_labels[:, :, None] == key_labels[:, None, :]
     zero = torch.zeros((), dtype=dtype, device=query_labels.device)
     return torch.where(same, zero, torch.tensor(masked_value, dtype=dtype, device=query_labels.device))
@@ -78,6 +98,30 @@ def window_attention_mask(
     0 where attention is allowed and ``masked_value`` (default ``-inf``) elsewhere, or ``None`` when nothing
     needs masking (no shift, no padding). Cached per (size, window, shift, device, dtype, masked_value):
     treat it as read-only.
+
+    Args:
+        height: ``H`` of the map before padding.
+        width: ``W`` of the map before padding.
+        window_size: ``window`` or ``(window_h, window_w)``.
+        shift: cyclic shift of SW-MSA, ``0 <= shift < window`` per axis.
+        device: device of the mask (default CPU).
+        dtype: dtype of the mask.
+        masked_value: added to masked scores; ``-100.0`` reproduces Swin / the official HMANet.
+
+    Returns:
+        ``(num_windows, N, N)`` or ``None``; ``num_windows`` counts the windows of one image of the padded map.
+
+    Raises:
+        ValueError: a window size below 1 or a shift outside ``[0, window)``.
+
+    Example:
+        >>> from gridattn.functional import window_attention_mask
+        >>> window_attention_mask(16, 16, 8) is None       # no shift, no padding: nothing to mask
+        True
+        >>> window_attention_mask(16, 16, 8, shift=4).shape
+        torch.Size([4, 64, 64])
+        >>> window_attention_mask(10, 16, 8).shape         # padded to 16 x 16
+        torch.Size([4, 64, 64])
     """
     window = to_pair(window_size, "window_size")
     shift = check_shift(shift, window)
@@ -89,8 +133,23 @@ def grid_padding_labels(
     height: int, width: int, interval: int | tuple[int, int], *, device: torch.device | str | None = None
 ) -> torch.Tensor | None:
     """Per group of :func:`grid_partition` on the padded map: ``(groups, N)`` labels, one value for real
-    tokens and another (``PAD_LABEL``) for padding; ``None`` when the size needs no padding.
-    :func:`label_mask` of these labels is :func:`grid_attention_mask`."""
+    tokens and another (:data:`PAD_LABEL`) for padding; ``None`` when the size needs no padding.
+
+    :func:`label_mask` of these labels is :func:`grid_attention_mask`; slicing the query labels lets a large
+    group's mask be built a block of queries at a time.
+
+    Args:
+        height: ``H`` of the map before padding.
+        width: ``W`` of the map before padding.
+        interval: ``interval`` or ``(interval_h, interval_w)``.
+        device: device of the labels (default CPU).
+
+    Returns:
+        ``(interval_h * interval_w, N)`` int64 with ``N`` the tokens of one group of the padded map, or ``None``.
+
+    Raises:
+        ValueError: an interval below 1.
+    """
     interval = to_pair(interval, "interval")
     padded = padded_size(height, width, interval)
     if padded == (height, width):
@@ -119,6 +178,23 @@ def grid_attention_mask(
     Returns ``(interval_h * interval_w, N, N)`` in the group order of :func:`grid_partition` (0 between real
     tokens, ``-inf`` between a real and a padding token), or ``None`` when the size needs no padding.
     Cached: treat it as read-only.
+
+    Args:
+        height: ``H`` of the map before padding.
+        width: ``W`` of the map before padding.
+        interval: ``interval`` or ``(interval_h, interval_w)``.
+        device: device of the mask (default CPU).
+        dtype: dtype of the mask.
+
+    Raises:
+        ValueError: an interval below 1.
+
+    Example:
+        >>> from gridattn.functional import grid_attention_mask
+        >>> grid_attention_mask(16, 16, 4) is None
+        True
+        >>> grid_attention_mask(15, 16, 4).shape           # padded to 16 x 16: 16 groups of 4 x 4 tokens
+        torch.Size([16, 16, 16])
     """
     interval = to_pair(interval, "interval")
     compute = _grid_mask.__wrapped__ if torch.compiler.is_compiling() else _grid_mask  # traced, not cached

@@ -19,6 +19,16 @@ class ChannelAttention(nn.Module):
 
     Shapes:
         ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+
+    Raises:
+        ValueError: ``dim`` or ``reduction`` below 1; an input that is not a 4-D map with ``dim`` channels.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import ChannelAttention
+        >>> se = ChannelAttention(dim=64, reduction=16)
+        >>> se(torch.randn(2, 9, 11, 64)).shape
+        torch.Size([2, 9, 11, 64])
     """
 
     def __init__(self, dim: int, reduction: int = 16, act_layer: type[nn.Module] = nn.ReLU) -> None:
@@ -50,6 +60,17 @@ class ConvChannelAttention(nn.Module):
 
     Shapes:
         ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+
+    Raises:
+        ValueError: ``dim`` or ``compress_ratio`` below 1; an input that is not a 4-D map with ``dim`` channels.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import ConvChannelAttention
+        >>> cab = ConvChannelAttention(dim=60)
+        >>> x = torch.randn(1, 16, 16, 60)
+        >>> (x + cab(x)).shape                             # add the residual yourself
+        torch.Size([1, 16, 16, 60])
     """
 
     def __init__(self, dim: int, compress_ratio: int = 3, reduction: int = 30) -> None:

@@ -24,6 +24,16 @@ class FusedConv(nn.Module):
 
     Shapes:
         ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+
+    Raises:
+        ValueError: ``dim`` or ``expand_ratio`` below 1; an input that is not a 4-D map with ``dim`` channels.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import FusedConv
+        >>> block = FusedConv(dim=48)                      # 48 -> 288 -> 48, residual included
+        >>> block(torch.randn(1, 20, 20, 48)).shape
+        torch.Size([1, 20, 20, 48])
     """
 
     def __init__(self, dim: int, expand_ratio: int = 6, se_reduction: int = 2) -> None:

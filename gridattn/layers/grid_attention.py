@@ -56,6 +56,14 @@ class GridAttention(nn.Module):
     Raises:
         ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, ``max_scores`` < 1, an input that is not 4-D or has
             the wrong number of channels.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import GridAttention
+        >>> layer = GridAttention(dim=64, num_heads=4, interval=4)
+        >>> layer(torch.randn(1, 37, 50, 64)).shape        # groups of 10 x 13 tokens, 4 pixels apart
+        torch.Size([1, 37, 50, 64])
+        >>> plain = GridAttention(dim=64, num_heads=4, interval=4, two_stage=False, backend="math")
     """
 
     def __init__(

@@ -20,6 +20,15 @@ class Mlp(nn.Module):
 
     Shapes:
         ``(..., dim)`` -> ``(..., out_dim)``; on ``(B, H, W, C)`` maps it is a per-pixel MLP.
+
+    Raises:
+        ValueError: a width below 1; an input whose last dimension is not ``dim``.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import Mlp
+        >>> Mlp(dim=64, hidden_dim=128)(torch.randn(2, 8, 8, 64)).shape
+        torch.Size([2, 8, 8, 64])
     """
 
     def __init__(

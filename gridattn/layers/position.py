@@ -19,14 +19,25 @@ from ._eval_cache import CachedInEval
 class RelativePositionBias(CachedInEval):
     """Swin's learned relative-position bias for a fixed ``window_size``.
 
+    ``forward()`` takes no input and returns ``(num_heads, N, N)`` with ``N = h * w``: entry ``[head, n, m]``
+    is the table row of the offset between tokens ``n`` and ``m`` (raster order), per
+    :func:`~gridattn.functional.relative_position_index`.
+
     Args:
         window_size: window height and width (int or pair).
         num_heads: number of attention heads.
 
-    Parameters:
-        relative_position_bias_table: ``((2h-1)(2w-1), num_heads)``, truncated-normal init (std 0.02).
+    Attributes:
+        relative_position_bias_table: the learned parameter, ``((2h-1)(2w-1), num_heads)``, truncated-normal
+            init (std 0.02).
 
-    ``forward()`` returns ``(num_heads, N, N)`` with ``N = h * w``.
+    Raises:
+        ValueError: ``num_heads`` or a window size below 1.
+
+    Example:
+        >>> from gridattn import RelativePositionBias
+        >>> RelativePositionBias(window_size=8, num_heads=4)().shape
+        torch.Size([4, 64, 64])
     """
 
     def __init__(self, window_size: int | tuple[int, int], num_heads: int) -> None:
@@ -59,11 +70,23 @@ class DynamicPositionBias(CachedInEval):
     The official HMANet uses ``hidden_dim = attention_dim // 16`` (written ``dim // 4 // 4`` there): 5 for
     its 90-channel grid attention.
 
+    ``forward(group_size)`` returns ``(num_heads, N, N)`` with ``N = group_h * group_w``; the same weights
+    serve every group size, which is what lets :class:`~gridattn.GridAttention` run on maps of any size.
+
     Args:
         num_heads: number of attention heads (outputs of the MLP).
         hidden_dim: width of the MLP.
 
-    ``forward(group_size)`` returns ``(num_heads, N, N)`` with ``N = group_h * group_w``.
+    Raises:
+        ValueError: ``num_heads`` or ``hidden_dim`` below 1.
+
+    Example:
+        >>> from gridattn import DynamicPositionBias
+        >>> bias = DynamicPositionBias(num_heads=3, hidden_dim=8)
+        >>> bias((10, 13)).shape
+        torch.Size([3, 130, 130])
+        >>> bias.table((10, 13)).shape                     # one row per relative offset
+        torch.Size([475, 3])
     """
 
     def __init__(self, num_heads: int, hidden_dim: int) -> None:

@@ -10,7 +10,19 @@ from ..functional._checks import check_probability
 
 class DropPath(nn.Module):
     """Stochastic depth: in training, zero a sample's branch with probability ``p`` and scale the rest by
-    ``1 / (1 - p)``; the identity in eval."""
+    ``1 / (1 - p)``; the identity in eval.
+
+    One draw per sample (the first dimension), so apply it to a residual branch, not to the sum.
+
+    Args:
+        p: drop probability, ``0 <= p < 1``.
+
+    Shapes:
+        any ``(B, ...)`` -> the same shape.
+
+    Raises:
+        ValueError: ``p`` outside ``[0, 1)``.
+    """
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
@@ -50,6 +62,19 @@ class PreNorm(_Residual):
         fn: the wrapped layer; must map ``(..., dim)`` to the same shape.
         drop_path: stochastic-depth probability of the branch.
         eps: LayerNorm epsilon.
+
+    Shapes:
+        ``(..., dim)`` -> ``(..., dim)``.
+
+    Raises:
+        ValueError: an input whose last dimension is not ``dim``.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import GridAttention, PreNorm
+        >>> block = PreNorm(64, GridAttention(dim=64, num_heads=4, interval=4), drop_path=0.1)
+        >>> block(torch.randn(1, 16, 16, 64)).shape
+        torch.Size([1, 16, 16, 64])
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +85,17 @@ class PreNorm(_Residual):
 class PostNorm(_Residual):
     """``x + drop_path(LayerNorm(fn(x)))`` (residual post-norm, as HMANet's GAB and Swin V2).
 
-    Args: as :class:`PreNorm`.
+    Args:
+        dim: channels (last dimension) of ``x``.
+        fn: the wrapped layer; must map ``(..., dim)`` to the same shape.
+        drop_path: stochastic-depth probability of the branch.
+        eps: LayerNorm epsilon.
+
+    Shapes:
+        ``(..., dim)`` -> ``(..., dim)``.
+
+    Raises:
+        ValueError: an input whose last dimension is not ``dim``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,22 @@ def masked_window_attention(
 ) -> torch.Tensor:
     """Attention inside windows with a shared position bias and a per-window mask, memory-bounded.
 
-    ``q, k, v``: ``(B, windows, heads, N, d)``; ``position_bias``: ``(heads, N, N)``; ``mask``:
-    ``(windows, N, N)`` or ``None``. The fused kernels take one additive bias, so bias and mask are summed
-    into ``(windows, heads, N, N)``; that sum is built for at most ``max_scores`` entries at a time (blocks
-    of windows), which bounds memory on large maps. Returns ``(B, windows, heads, N, d)``.
+    The fused kernels take one additive bias, so bias and mask are summed into ``(windows, heads, N, N)``;
+    that sum is built for at most ``max_scores`` entries at a time (blocks of windows), which bounds memory on
+    large maps. Used by :class:`WindowAttention` and by GAB's official shifted branch.
+
+    Args:
+        q: queries ``(B, windows, heads, N, d)``, ``N`` tokens per window.
+        k: keys, same shape.
+        v: values ``(B, windows, heads, N, d_v)``.
+        position_bias: ``(heads, N, N)``, shared by all windows.
+        mask: ``(windows, N, N)`` (e.g. :func:`~gridattn.functional.window_attention_mask`) or ``None``.
+        max_scores: at most this many bias entries are built at once.
+        dropout_p: dropout on the attention weights.
+        backend: attention backend, ``None`` for the default.
+
+    Returns:
+        ``(B, windows, heads, N, d_v)``.
     """
     if mask is None:
         return attention(q, k, v, position_bias, dropout_p=dropout_p, backend=backend)
@@ -74,6 +86,15 @@ class WindowAttention(nn.Module):
     Raises:
         ValueError: ``dim`` not divisible by ``num_heads``, window < 1, ``max_scores`` < 1, shift outside ``[0, window)``, an
             input that is not 4-D or has the wrong number of channels.
+
+    Example:
+        >>> import torch
+        >>> from gridattn import WindowAttention
+        >>> w_msa = WindowAttention(dim=64, num_heads=4, window_size=8)
+        >>> sw_msa = WindowAttention(dim=64, num_heads=4, window_size=8, shift=4)
+        >>> x = torch.randn(2, 30, 45, 64)                 # any H, W: padded to 32 x 48 inside, cropped back
+        >>> sw_msa(w_msa(x)).shape
+        torch.Size([2, 30, 45, 64])
     """
 
     def __init__(

@@ -16,7 +16,9 @@ from ..blocks.gab import Numerics
 from ..functional.padding import pad_to_multiple, unpad
 
 SCALES = (2, 3, 4)
+"""Upscaling factors HMANet's pixel-shuffle upsampler supports."""
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+"""RGB mean of DIV2K, subtracted from inputs and added back to outputs by the official models."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,20 @@ class HMANetConfig:
             presets use it so that they beat bicubic after minutes of CPU training.
         numerics: ``"corrected"`` (default for new models) or ``"official"`` (bit-compatible with the
             official implementation, its GAB bugs included; see :class:`gridattn.blocks.GAB`).
+
+    Raises:
+        ValueError: a scale other than 2, 3, 4; ``in_channels`` other than 1, 3; ``depths`` and ``num_heads``
+            of different lengths (or empty); an ``embed_dim`` not divisible by 4 or that does not split into
+            the GAB branches of some ``num_heads``; an unknown ``numerics``; an ``rgb_mean`` without 3 values
+            for RGB.
+
+    Example:
+        >>> from gridattn.models import HMANetConfig
+        >>> config = HMANetConfig(scale=2, embed_dim=60, depths=(2, 2), num_heads=(6, 6), window_size=8)
+        >>> config.pad_multiple                            # lcm(window_size, interval)
+        8
+        >>> config.replace(numerics="official").numerics
+        'official'
     """
 
     scale: int = 4
@@ -86,6 +102,7 @@ class HMANetConfig:
         return math.lcm(self.window_size, self.interval)
 
     def replace(self, **changes) -> "HMANetConfig":
+        """A copy with ``changes`` applied (``dataclasses.replace``), validated again."""
         return dataclasses.replace(self, **changes)
 
 
@@ -99,8 +116,28 @@ class HMANet(nn.Module):
     test code does) to a multiple of ``lcm(window_size, interval)`` and the output cropped to
     ``scale * (H, W)``.
 
+    Set ``model.grad_checkpointing = True`` to recompute each RHTB in the backward pass instead of storing
+    its activations (less training memory, about 1.3x the time).
+
+    Args:
+        config: the hyper-parameters; see :func:`hmanet_config` for the presets and
+            :func:`~gridattn.models.load_hmanet` to build a model from a checkpoint.
+
     Shapes:
-        ``(B, in_channels, H, W)`` -> ``(B, in_channels, scale*H, scale*W)``, values in the input's range.
+        ``(B, in_channels, H, W)`` -> ``(B, in_channels, scale*H, scale*W)``, values in the input's range
+        (``[0, 1]`` for the released models).
+
+    Raises:
+        ValueError: in forward, an input that is not a non-empty floating ``(B, in_channels, H, W)`` tensor.
+
+    Example:
+        >>> import torch
+        >>> from gridattn.models import HMANet, hmanet_config
+        >>> model = HMANet(hmanet_config(2, "tiny")).eval()
+        >>> with torch.no_grad():
+        ...     sr = model(torch.rand(1, 3, 21, 30))
+        >>> sr.shape
+        torch.Size([1, 3, 42, 60])
     """
 
     def __init__(self, config: HMANetConfig = HMANetConfig()) -> None:
@@ -152,7 +189,11 @@ class HMANet(nn.Module):
         return x / c.img_range + mean
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Deep features: ``(B, embed_dim, H, W)`` -> same, H and W already padded."""
+        """Deep features: ``(B, embed_dim, H, W)`` -> same, H and W already padded.
+
+    The body between ``conv_first`` and ``conv_after_body``: LayerNorm, the RHTBs on channels-last maps,
+    LayerNorm. ``H`` and ``W`` must be multiples of ``config.pad_multiple``.
+    """
         x = self.embed_norm(x.permute(0, 2, 3, 1))  # channels-last from here on
         checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
@@ -178,6 +219,22 @@ def hmanet_config(scale: int, size: str = "official", numerics: Numerics = "corr
     interval 4, MLP ratio 2). ``"small"``: embed 60, four RHTBs of depth 2, window 8, interval 4 (trains on
     a CPU). ``"tiny"``: embed 48, two RHTBs of depth 2, window 8 (for tests and toy runs). The small and tiny
     presets add the bicubic image skip (``image_skip``) that the official model does not have.
+
+    Args:
+        scale: 2, 3 or 4.
+        size: ``"official"``, ``"small"`` or ``"tiny"``.
+        numerics: ``"corrected"`` or ``"official"``.
+
+    Raises:
+        ValueError: an unknown preset, scale or numerics mode.
+
+    Example:
+        >>> from gridattn.models import HMANet, hmanet_config
+        >>> config = hmanet_config(4, "small")
+        >>> config.embed_dim, config.depths, config.image_skip
+        (60, (2, 2, 2, 2), True)
+        >>> sum(p.numel() for p in HMANet(hmanet_config(4)).parameters())   # the official x4 model
+        69870387
     """
     presets = {
         "official": HMANetConfig(),
@@ -191,15 +248,18 @@ def hmanet_config(scale: int, size: str = "official", numerics: Numerics = "corr
 
 
 def hmanet_x2(numerics: Numerics = "corrected") -> HMANet:
-    """The official x2 architecture (randomly initialised; see :func:`load_hmanet` for weights)."""
+    """The official x2 architecture (randomly initialised; see :func:`~gridattn.models.load_hmanet` for weights).
+
+    Same as ``HMANet(hmanet_config(2, "official", numerics))``: 69,722,675 parameters.
+    """
     return HMANet(hmanet_config(2, numerics=numerics))
 
 
 def hmanet_x3(numerics: Numerics = "corrected") -> HMANet:
-    """The official x3 architecture."""
+    """The official x3 architecture (randomly initialised): 69,907,315 parameters."""
     return HMANet(hmanet_config(3, numerics=numerics))
 
 
 def hmanet_x4(numerics: Numerics = "corrected") -> HMANet:
-    """The official x4 architecture."""
+    """The official x4 architecture (randomly initialised): 69,870,387 parameters."""
     return HMANet(hmanet_config(4, numerics=numerics))
