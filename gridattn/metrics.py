@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 def as_uint8(image) -> np.ndarray:
     """``uint8`` numpy view of an image: uint8 as is, floats in ``[0, 1]`` rounded, tensors ``(C, H, W)``
-    or ``(1, C, H, W)`` moved to ``(H, W, C)``."""
+    or ``(1, C, H, W)`` moved to ``(H, W, C)``.
+
+    Floats are clipped to ``[0, 1]`` and rounded half up (``floor(x * 255 + 0.5)``), as a saved PNG would be.
+
+    Raises:
+        ValueError: a batch of more than one image, or a dtype that is neither uint8 nor floating.
+    """
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu()
         if image.dim() == 4:
@@ -37,7 +43,15 @@ def as_uint8(image) -> np.ndarray:
 
 
 def y_channel(image) -> np.ndarray:
-    """BT.601 luma of an RGB image in ``[16, 235]`` as float64 ``(H, W)``; grayscale images as they are."""
+    """BT.601 luma of an RGB image in ``[16, 235]`` as float64 ``(H, W)``; grayscale images as they are.
+
+    Args:
+        image: uint8 or float ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha ignored), or a
+            tensor ``(C, H, W)`` / ``(1, C, H, W)``; floats are rounded to uint8 first (:func:`as_uint8`).
+
+    Raises:
+        ValueError: any other shape.
+    """
     image = as_uint8(image).astype(np.float64)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
@@ -61,7 +75,28 @@ def _prepare(a, b, border: int, y_only: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def psnr(image, reference, *, border: int = 0, y_only: bool = True) -> float:
-    """Peak signal-to-noise ratio in dB (peak 255); ``inf`` for identical images."""
+    """Peak signal-to-noise ratio in dB (peak 255); ``inf`` for identical images.
+
+    Args:
+        image: the super-resolved image: numpy uint8 / float in ``[0, 1]`` ``(H, W[, C])``, or a tensor
+            ``(C, H, W)`` / ``(1, C, H, W)`` in ``[0, 1]``. Floats are rounded to uint8 first.
+        reference: the ground truth, same size and kinds as ``image``.
+        border: pixels cropped from each side before comparing (the literature crops ``scale``).
+        y_only: compare the BT.601 Y channel (the protocol) instead of all channels.
+
+    Raises:
+        ValueError: images of different sizes, a ``border`` that leaves nothing, unsupported shapes or dtypes.
+
+    Example:
+        >>> import numpy as np
+        >>> from gridattn.metrics import psnr
+        >>> hr = np.full((32, 32, 3), 128, np.uint8)
+        >>> sr = hr.copy(); sr[0, 0] = 0
+        >>> psnr(sr, hr, border=4)                          # the only error is in the cropped border
+        inf
+        >>> round(psnr(sr, hr), 2)
+        37.41
+    """
     a, b = _prepare(image, reference, border, y_only)
     mse = np.mean((a - b) ** 2)
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
@@ -91,7 +126,27 @@ def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ssim(image, reference, *, border: int = 0, y_only: bool = True) -> float:
-    """Structural similarity (Wang et al. 2004) on Y (or averaged over channels when ``y_only=False``)."""
+    """Structural similarity (Wang et al. 2004) on Y (or averaged over channels when ``y_only=False``).
+
+    Args:
+        image: the super-resolved image (kinds as :func:`psnr`).
+        reference: the ground truth.
+        border: pixels cropped from each side before comparing.
+        y_only: compare the BT.601 Y channel (the protocol) instead of averaging over the channels.
+
+    Returns:
+        The mean of the SSIM map, 1.0 for identical images.
+
+    Raises:
+        ValueError: as :func:`psnr`, and images smaller than 11 x 11 after cropping.
+
+    Example:
+        >>> import numpy as np
+        >>> from gridattn.metrics import ssim
+        >>> hr = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        >>> ssim(hr, hr, border=2)
+        1.0
+    """
     a, b = _prepare(image, reference, border, y_only)
     if a.ndim == 2:
         return _ssim_single(a, b)

@@ -14,6 +14,14 @@ from .imresize import imresize
 
 
 class BenchmarkPair(NamedTuple):
+    """One image of a benchmark folder, as :func:`benchmark_pairs` yields it.
+
+    Attributes:
+        name: the HR file name (``"baby.png"``).
+        hr: ``uint8`` ``(H, W, 3)`` or ``(H, W)``, cropped to a multiple of the scale.
+        lr: ``uint8`` ``(H / scale, W / scale, ...)``, made by MATLAB bicubic or read from the LR folder.
+    """
+
     name: str
     hr: np.ndarray  # uint8 (H, W, 3) or (H, W), cropped to a multiple of the scale
     lr: np.ndarray  # uint8 (H / scale, W / scale, ...)
@@ -33,6 +41,17 @@ def _without_alpha(image: np.ndarray) -> np.ndarray:
 def benchmark_pairs(hr_folder: str | os.PathLike, scale: int, lr_folder: str | os.PathLike | None = None) -> Iterator[BenchmarkPair]:
     """HR images of a folder, mod-cropped to ``scale``, with LR images made by MATLAB bicubic (or read from
     ``lr_folder``, matched by file name stem, and checked to be ``scale`` times smaller).
+
+    Alpha channels are dropped; grayscale images stay ``(H, W)``. Images are read lazily, one per step.
+
+    Args:
+        hr_folder: folder of HR images (not searched recursively).
+        scale: the upscaling factor; HR images are cropped to multiples of it.
+        lr_folder: optional folder of given LR images, matched by file name stem (``baby.png`` takes
+            ``baby.png`` or ``baby.bmp``, not ``baby_x4.png``).
+
+    Yields:
+        [`BenchmarkPair`][gridattn.data.BenchmarkPair] ``(name, hr, lr)`` per image, sorted by file name.
 
     Raises:
         FileNotFoundError: a folder or a matching LR image is missing.

@@ -8,10 +8,18 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File name suffixes (lower case) recognised as images when listing folders."""
 
 
 def list_images(*paths: str | os.PathLike) -> list[Path]:
     """Image files given directly or found (non-recursively) in the given folders, sorted by name per folder.
+
+    Args:
+        *paths: image files (taken as they are, whatever their suffix) and folders (their files with a suffix
+            in :data:`IMAGE_SUFFIXES`).
+
+    Returns:
+        The files, in the order of ``paths``.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -33,6 +41,11 @@ def list_images(*paths: str | os.PathLike) -> list[Path]:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as ``uint8``: ``(H, W)`` for grayscale, ``(H, W, 3)`` for colour, ``(H, W, 4)`` with alpha.
 
+    Palette, CMYK and other modes are converted to RGB (RGBA when they carry transparency).
+
+    Args:
+        path: any format Pillow reads.
+
     Raises:
         ValueError: the file cannot be decoded as an image.
     """
@@ -49,7 +62,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a ``uint8`` ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` array (PNG for a .png path)."""
+    """Write a ``uint8`` ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` array (PNG for a .png path).
+
+    Args:
+        path: the file; its suffix picks the format. Missing parent folders are created.
+        image: the pixels, as :func:`read_image` returns them.
+    """
     from PIL import Image
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +75,20 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
-    """Crop ``(H, W, ...)`` at the bottom/right to multiples of ``scale`` (the benchmark protocol)."""
+    """Crop ``(H, W, ...)`` at the bottom/right to multiples of ``scale`` (the benchmark protocol).
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array.
+        scale: the upscaling factor.
+
+    Returns:
+        A view ``(H - H % scale, W - W % scale, ...)``.
+
+    Example:
+        >>> import numpy as np
+        >>> from gridattn.data import modcrop
+        >>> modcrop(np.zeros((255, 256, 3), np.uint8), 4).shape
+        (252, 256, 3)
+    """
     height, width = image.shape[:2]
     return image[: height - height % scale, : width - width % scale]

@@ -95,7 +95,22 @@ def imresize(image, scale: float | tuple[float, float] | None = None, size: tupl
         size: the output ``(height, width)`` instead of a scale.
 
     Returns:
-        The resized image, of the input's kind and dtype.
+        The resized image, of the input's kind and dtype: ``(ceil(H * scale), ceil(W * scale), ...)``.
+
+    Raises:
+        ValueError: both or neither of ``scale`` and ``size``; a non-positive scale or size; a numpy image
+            that is not ``(H, W)`` / ``(H, W, C)`` or not uint8 / float; a tensor that is not float
+            ``(B, C, H, W)``.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from gridattn.data import imresize
+        >>> hr = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+        >>> lr = imresize(hr, 1 / 4)                       # the x4 LR image of the benchmarks
+        >>> lr.shape, lr.dtype
+        ((16, 12, 3), dtype('uint8'))
+        >>> imresize(torch.rand(2, 3, 16, 12), scale=4).shape       # batched, differentiable
+        torch.Size([2, 3, 64, 48])
     """
     if isinstance(image, torch.Tensor):
         if image.dim() != 4 or not image.is_floating_point():
