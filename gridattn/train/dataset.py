@@ -17,7 +17,16 @@ from ..data.imresize import imresize
 
 def find_images(folders: Sequence[str | os.PathLike], recursive: bool = True) -> list[Path]:
     """Image files under ``folders`` (recursively by default: ImageNet-style class folders and flat DF2K-style
-    folders both work), sorted."""
+    folders both work), sorted.
+
+    Args:
+        folders: folders to search.
+        recursive: also search sub-folders.
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        ValueError: no image (suffixes of :data:`gridattn.data.IMAGE_SUFFIXES`) was found.
+    """
     files = []
     for folder in folders:
         folder = Path(folder)
@@ -31,7 +40,17 @@ def find_images(folders: Sequence[str | os.PathLike], recursive: bool = True) ->
 
 
 def augment(images: Sequence[np.ndarray], hflip: bool, vflip: bool, transpose: bool) -> list[np.ndarray]:
-    """The same flips / transpose (together: the 8 symmetries of the square) applied to each ``(H, W, C)``."""
+    """The same flips / transpose (together: the 8 symmetries of the square) applied to each ``(H, W, C)``.
+
+    Args:
+        images: ``(H, W, C)`` arrays, e.g. an LR patch and its HR patch.
+        hflip: mirror left-right.
+        vflip: mirror top-bottom.
+        transpose: swap height and width (after the flips).
+
+    Returns:
+        Contiguous copies, in the order of ``images``.
+    """
     out = []
     for image in images:
         if hflip:
@@ -64,8 +83,21 @@ class PairedDataset(Dataset):
         lr_folders: optional pre-made LR folders, one per HR folder.
         cache_images: decoded images kept in memory per worker (least recently used dropped); small training
             sets then decode each image once.
+        seed: the seed that, with the index, fixes each item.
 
     Items: ``(lr, hr)`` float32 tensors ``(3, patch, patch)`` and ``(3, patch*scale, patch*scale)`` in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``patch_size`` not a positive multiple of ``size_multiple``, no images, a number of
+            ``lr_folders`` other than of ``folders``; when an item is read, an image too small for the patch.
+        FileNotFoundError: a folder, or an LR image matching an HR image, is missing.
+
+    Example:
+        >>> from gridattn.train import PairedDataset
+        >>> data = PairedDataset(["photos/"], scale=4, patch_size=48, size_multiple=16, length=1000)  # doctest: +SKIP
+        >>> lr, hr = data[0]                                                                          # doctest: +SKIP
+        >>> lr.shape, hr.shape                                                                        # doctest: +SKIP
+        (torch.Size([3, 48, 48]), torch.Size([3, 192, 192]))
     """
 
     def __init__(

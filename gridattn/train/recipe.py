@@ -59,6 +59,25 @@ class Recipe:
     ``eval_tile``: tile size of the evaluation after each stage (``None``: whole images, the protocol). Tiles of
     64 with overlap 16 changed Set5+Set14 PSNR by less than 0.001 dB for a tiny model (docs/evaluation.md) and
     keep the grid attention's groups small, which a CPU needs on Set14-sized images.
+
+    Attributes:
+        name: the recipe's name (a key of :data:`RECIPES`).
+        model: the :func:`~gridattn.models.hmanet_config` preset every stage trains (``"official"``,
+            ``"small"``, ``"tiny"``).
+        stages: the stages in running order; a stage's ``init_from`` must name an earlier stage.
+        eval_tile: tile size of the per-stage evaluation, or ``None``.
+
+    Raises:
+        ValueError: two stages with one name, or a stage initialised from a stage that does not run before it.
+
+    Example:
+        >>> from gridattn.train import OFFICIAL, TINY
+        >>> [stage.name for stage in TINY.stages][:4]
+        ['x2_pretrain', 'x3_pretrain', 'x2_from_x3', 'x4_from_x3']
+        >>> OFFICIAL.stage("x4_imagenet").init_from
+        'x3_imagenet'
+        >>> TINY.with_scratch_control("x4_from_x3").stages[-1].name
+        'x4_from_x3_scratch'
     """
 
     name: str
@@ -76,6 +95,11 @@ class Recipe:
             seen.add(stage.name)
 
     def stage(self, name: str) -> Stage:
+        """The stage called ``name``.
+
+        Raises:
+            KeyError: no such stage (the message lists the stages).
+        """
         for stage in self.stages:
             if stage.name == name:
                 return stage
@@ -128,10 +152,21 @@ TINY = Recipe(
     ),
 )
 RECIPES = {"official": OFFICIAL, "tiny": TINY}
+"""The recipes by name (``examples/train_hmanet.py --preset``)."""
 
 
 @dataclass
 class StageResult:
+    """What :func:`run_recipe` reports per stage.
+
+    Attributes:
+        stage: the stage's name.
+        scale: its scale.
+        steps: the optimiser steps it ran.
+        seconds: training wall time (evaluation excluded).
+        scores: evaluation set name -> ``(model PSNR, model SSIM, bicubic PSNR, bicubic SSIM)``, Y channel.
+    """
+
     stage: str
     scale: int
     steps: int
@@ -167,6 +202,20 @@ def run_recipe(
         eval_sets: name -> HR folder, evaluated after each stage (model and MATLAB bicubic, Y-PSNR / SSIM).
         numerics: HMANet numerics mode of the trained models.
         max_steps: cap on each stage's steps (milestones scaled alike).
+        device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
+        progress: show progress bars.
+
+    Returns:
+        One :class:`StageResult` per stage, in running order; :func:`results_table` formats them.
+
+    Raises:
+        ValueError: a stage needs a data set that ``folders`` does not name, or any error of the trainer.
+
+    Example:
+        >>> from gridattn.train import TINY, results_table, run_recipe
+        >>> results = run_recipe(TINY, {"pretrain": ["photos/"], "finetune": ["photos/"]}, "runs/tiny",
+        ...                      eval_sets={"Set5": "Set5/HR"}, max_steps=20)   # doctest: +SKIP
+        >>> print(results_table(results))                                       # doctest: +SKIP
     """
     results = []
     bicubic: dict[tuple[str, int], tuple[float, float]] = {}  # (eval set, scale) -> scores, shared by stages

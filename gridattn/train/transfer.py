@@ -10,10 +10,18 @@ from torch import nn
 
 # HMANet's upsampler depends on the scale (x2: one conv 64->256, x4: two, x3: one conv 64->576)
 SCALE_SPECIFIC_PREFIXES = ("upsample.",)
+"""State-dict key prefixes that depend on the scale and are not transferred between scales."""
 
 
 @dataclass
 class TransferReport:
+    """What :func:`transfer_weights` did; ``str(report)`` is a readable summary.
+
+    Attributes:
+        copied: the target's keys that received the source's tensor.
+        skipped: every key not copied (of the target or the source), mapped to the reason.
+    """
+
     copied: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> reason
 
@@ -29,6 +37,22 @@ def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module, *, s
 
     Tensors missing on either side or of another shape are skipped too, each with its reason; the target
     keeps its own initialisation there.
+
+    Args:
+        source: a state dict in gridattn's layout (e.g. ``ema.state_dict()`` of the previous stage).
+        target: the model to initialise, modified in place.
+        same_scale: also copy the upsampler (a fine-tune of the same scale).
+
+    Returns:
+        The report of copied and skipped keys.
+
+    Example:
+        >>> from gridattn.models import HMANet, hmanet_config
+        >>> from gridattn.train import transfer_weights
+        >>> x3, x4 = HMANet(hmanet_config(3, "tiny")), HMANet(hmanet_config(4, "tiny"))
+        >>> report = transfer_weights(x3.state_dict(), x4)
+        >>> sorted({key.split(".")[0] for key in report.skipped})
+        ['upsample']
     """
     report = TransferReport()
     own = target.state_dict()
