@@ -87,7 +87,7 @@ def psnr(image, reference, *, border: int = 0, y_only: bool = True) -> float:
     Raises:
         ValueError: images of different sizes, a ``border`` that leaves nothing, unsupported shapes or dtypes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from gridattn.metrics import psnr
         >>> hr = np.full((32, 32, 3), 128, np.uint8)
@@ -140,7 +140,7 @@ def ssim(image, reference, *, border: int = 0, y_only: bool = True) -> float:
     Raises:
         ValueError: as :func:`psnr`, and images smaller than 11 x 11 after cropping.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from gridattn.metrics import ssim
         >>> hr = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)

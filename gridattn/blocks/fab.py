@@ -29,7 +29,7 @@ class FAB(nn.Module):
         ValueError: ``dim`` not divisible by ``num_heads``, a shift outside ``[0, window_size)``; an input that
             is not a 4-D map with ``dim`` channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.blocks import FAB
         >>> pair = torch.nn.Sequential(FAB(60, 6, window_size=8), FAB(60, 6, window_size=8, shift=4))

@@ -55,7 +55,7 @@ class GAB(nn.Module):
             input that is not a 4-D map with ``dim`` channels, or (official numerics) a size that is not a
             multiple of ``window_size``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.blocks import GAB
         >>> gab = GAB(dim=48, num_heads=4, window_size=8, interval=4)   # branches of 12, 12 and 24 channels

@@ -42,7 +42,7 @@ class RHTB(nn.Module):
         ValueError: ``depth`` below 1, a ``drop_path`` list of another length than ``depth``, or any error
             of :class:`GAB` / :class:`FAB`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.blocks import RHTB
         >>> block = RHTB(dim=48, depth=2, num_heads=4, window_size=8, interval=4)

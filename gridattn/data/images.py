@@ -84,7 +84,7 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     Returns:
         A view ``(H - H % scale, W - W % scale, ...)``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from gridattn.data import modcrop
         >>> modcrop(np.zeros((255, 256, 3), np.uint8), 4).shape

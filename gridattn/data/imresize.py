@@ -102,7 +102,7 @@ def imresize(image, scale: float | tuple[float, float] | None = None, size: tupl
             that is not ``(H, W)`` / ``(H, W, C)`` or not uint8 / float; a tensor that is not float
             ``(B, C, H, W)``.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> from gridattn.data import imresize
         >>> hr = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)

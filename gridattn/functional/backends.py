@@ -77,7 +77,7 @@ def set_default_backend(name: str) -> None:
         ValueError: unknown backend name. Availability is not checked here: a backend that cannot run an
             input raises :class:`BackendUnavailableError` when it is called.
 
-    Example:
+    Examples:
         >>> import gridattn
         >>> gridattn.set_default_backend("math")
         >>> gridattn.functional.get_default_backend()
@@ -102,7 +102,7 @@ def default_backend(name: str) -> Iterator[None]:
     Raises:
         ValueError: unknown backend name.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import GridAttention, default_backend
         >>> layer = GridAttention(dim=32, num_heads=2, interval=4)
@@ -159,7 +159,7 @@ def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = 
         device: the device to check for.
         dtype: the dtype to check for.
 
-    Example:
+    Examples:
         >>> from gridattn import available_backends
         >>> available_backends("cpu")["math"] is None
         True
@@ -295,7 +295,7 @@ def attention(
             bias that does not broadcast to the scores, or an unknown backend name.
         BackendUnavailableError: the backend cannot run these inputs (the message says why).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.functional import attention
         >>> q = k = v = torch.randn(2, 4, 64, 16)           # (B, heads, N, d)

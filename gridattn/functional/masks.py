@@ -46,7 +46,7 @@ def label_mask(
     Returns:
         ``(G, Nq, Nk)`` on the labels' device, to add to the attention scores.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.functional import label_mask
         >>> labels = torch.tensor([[0, 0, -1]])            # two real tokens, one padding token
@@ -114,7 +114,7 @@ def window_attention_mask(
     Raises:
         ValueError: a window size below 1 or a shift outside ``[0, window)``.
 
-    Example:
+    Examples:
         >>> from gridattn.functional import window_attention_mask
         >>> window_attention_mask(16, 16, 8) is None       # no shift, no padding: nothing to mask
         True
@@ -189,7 +189,7 @@ def grid_attention_mask(
     Raises:
         ValueError: an interval below 1.
 
-    Example:
+    Examples:
         >>> from gridattn.functional import grid_attention_mask
         >>> grid_attention_mask(16, 16, 4) is None
         True

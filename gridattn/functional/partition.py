@@ -44,7 +44,7 @@ def window_partition(x: torch.Tensor, window_size: int | tuple[int, int]) -> tor
         ValueError: ``x`` is not a non-empty floating 4-D map, a window size below 1, or ``H``/``W`` not a
             multiple of the window (pad first with :func:`~gridattn.functional.pad_to_multiple`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.functional import window_partition, window_reverse
         >>> x = torch.randn(2, 16, 24, 8)
@@ -98,7 +98,7 @@ def grid_partition(x: torch.Tensor, interval: int | tuple[int, int]) -> torch.Te
         ValueError: ``x`` is not a non-empty floating 4-D map, an interval below 1, or ``H``/``W`` not a
             multiple of the interval (pad first with :func:`~gridattn.functional.pad_to_multiple`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.functional import grid_partition
         >>> x = torch.arange(16.0).reshape(1, 4, 4, 1)
@@ -159,7 +159,7 @@ def fixed_grid_partition(x: torch.Tensor, grid_size: int | tuple[int, int]) -> t
     Raises:
         ValueError: ``x`` is not a non-empty floating 4-D map, or ``H``/``W`` not multiples of the grid size.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.functional import fixed_grid_partition, grid_partition
         >>> x = torch.randn(1, 32, 32, 8)

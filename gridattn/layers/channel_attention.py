@@ -23,7 +23,7 @@ class ChannelAttention(nn.Module):
     Raises:
         ValueError: ``dim`` or ``reduction`` below 1; an input that is not a 4-D map with ``dim`` channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import ChannelAttention
         >>> se = ChannelAttention(dim=64, reduction=16)
@@ -64,7 +64,7 @@ class ConvChannelAttention(nn.Module):
     Raises:
         ValueError: ``dim`` or ``compress_ratio`` below 1; an input that is not a 4-D map with ``dim`` channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import ConvChannelAttention
         >>> cab = ConvChannelAttention(dim=60)

@@ -28,7 +28,7 @@ class FusedConv(nn.Module):
     Raises:
         ValueError: ``dim`` or ``expand_ratio`` below 1; an input that is not a 4-D map with ``dim`` channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import FusedConv
         >>> block = FusedConv(dim=48)                      # 48 -> 288 -> 48, residual included

@@ -57,7 +57,7 @@ class GridAttention(nn.Module):
         ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, ``max_scores`` < 1, an input that is not 4-D or has
             the wrong number of channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import GridAttention
         >>> layer = GridAttention(dim=64, num_heads=4, interval=4)

@@ -24,7 +24,7 @@ class Mlp(nn.Module):
     Raises:
         ValueError: a width below 1; an input whose last dimension is not ``dim``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import Mlp
         >>> Mlp(dim=64, hidden_dim=128)(torch.randn(2, 8, 8, 64)).shape

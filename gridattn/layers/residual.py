@@ -69,7 +69,7 @@ class PreNorm(_Residual):
     Raises:
         ValueError: an input whose last dimension is not ``dim``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import GridAttention, PreNorm
         >>> block = PreNorm(64, GridAttention(dim=64, num_heads=4, interval=4), drop_path=0.1)

@@ -87,7 +87,7 @@ class WindowAttention(nn.Module):
         ValueError: ``dim`` not divisible by ``num_heads``, window < 1, ``max_scores`` < 1, shift outside ``[0, window)``, an
             input that is not 4-D or has the wrong number of channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn import WindowAttention
         >>> w_msa = WindowAttention(dim=64, num_heads=4, window_size=8)

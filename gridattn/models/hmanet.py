@@ -53,7 +53,7 @@ class HMANetConfig:
             the GAB branches of some ``num_heads``; an unknown ``numerics``; an ``rgb_mean`` without 3 values
             for RGB.
 
-    Example:
+    Examples:
         >>> from gridattn.models import HMANetConfig
         >>> config = HMANetConfig(scale=2, embed_dim=60, depths=(2, 2), num_heads=(6, 6), window_size=8)
         >>> config.pad_multiple                            # lcm(window_size, interval)
@@ -130,7 +130,7 @@ class HMANet(nn.Module):
     Raises:
         ValueError: in forward, an input that is not a non-empty floating ``(B, in_channels, H, W)`` tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.models import HMANet, hmanet_config
         >>> model = HMANet(hmanet_config(2, "tiny")).eval()
@@ -228,7 +228,7 @@ def hmanet_config(scale: int, size: str = "official", numerics: Numerics = "corr
     Raises:
         ValueError: an unknown preset, scale or numerics mode.
 
-    Example:
+    Examples:
         >>> from gridattn.models import HMANet, hmanet_config
         >>> config = hmanet_config(4, "small")
         >>> config.embed_dim, config.depths, config.image_skip

@@ -92,7 +92,7 @@ class PairedDataset(Dataset):
             ``lr_folders`` other than of ``folders``; when an item is read, an image too small for the patch.
         FileNotFoundError: a folder, or an LR image matching an HR image, is missing.
 
-    Example:
+    Examples:
         >>> from gridattn.train import PairedDataset
         >>> data = PairedDataset(["photos/"], scale=4, patch_size=48, size_multiple=16, length=1000)  # doctest: +SKIP
         >>> lr, hr = data[0]                                                                          # doctest: +SKIP

@@ -20,7 +20,7 @@ class ModelEMA:
     Raises:
         ValueError: ``decay`` outside ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gridattn.train import ModelEMA
         >>> model = torch.nn.Linear(4, 4)

@@ -70,7 +70,7 @@ class Recipe:
     Raises:
         ValueError: two stages with one name, or a stage initialised from a stage that does not run before it.
 
-    Example:
+    Examples:
         >>> from gridattn.train import OFFICIAL, TINY
         >>> [stage.name for stage in TINY.stages][:4]
         ['x2_pretrain', 'x3_pretrain', 'x2_from_x3', 'x4_from_x3']
@@ -211,7 +211,7 @@ def run_recipe(
     Raises:
         ValueError: a stage needs a data set that ``folders`` does not name, or any error of the trainer.
 
-    Example:
+    Examples:
         >>> from gridattn.train import TINY, results_table, run_recipe
         >>> results = run_recipe(TINY, {"pretrain": ["photos/"], "finetune": ["photos/"]}, "runs/tiny",
         ...                      eval_sets={"Set5": "Set5/HR"}, max_steps=20)   # doctest: +SKIP

@@ -46,7 +46,7 @@ def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module, *, s
     Returns:
         The report of copied and skipped keys.
 
-    Example:
+    Examples:
         >>> from gridattn.models import HMANet, hmanet_config
         >>> from gridattn.train import transfer_weights
         >>> x3, x4 = HMANet(hmanet_config(3, "tiny")), HMANet(hmanet_config(4, "tiny"))
