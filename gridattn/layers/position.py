@@ -34,7 +34,7 @@ class RelativePositionBias(CachedInEval):
     Raises:
         ValueError: ``num_heads`` or a window size below 1.
 
-    Example:
+    Examples:
         >>> from gridattn import RelativePositionBias
         >>> RelativePositionBias(window_size=8, num_heads=4)().shape
         torch.Size([4, 64, 64])
@@ -80,7 +80,7 @@ class DynamicPositionBias(CachedInEval):
     Raises:
         ValueError: ``num_heads`` or ``hidden_dim`` below 1.
 
-    Example:
+    Examples:
         >>> from gridattn import DynamicPositionBias
         >>> bias = DynamicPositionBias(num_heads=3, hidden_dim=8)
         >>> bias((10, 13)).shape
