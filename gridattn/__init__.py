@@ -4,6 +4,7 @@ Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height
 """
 
 from . import blocks, functional, models
+from ._version import __version__
 from .functional import attention, available_backends, default_backend, set_default_backend
 from .layers import (
     ChannelAttention,
@@ -19,7 +20,6 @@ from .layers import (
     WindowAttention,
 )
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ChannelAttention",

@@ -141,28 +141,46 @@ def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -
     return converted
 
 
-def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[Mapping[str, torch.Tensor], dict | None]:
-    """Read a path or mapping; return (state dict in the official layout, gridattn config or None)."""
-    config = None
+def _damaged(path: str, error: Exception) -> CheckpointError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CheckpointError(f"cannot read checkpoint {path} (damaged, truncated or not a checkpoint): {reason}")
+
+
+def _read_safetensors(path: str, map_location) -> tuple[dict[str, torch.Tensor], dict | None]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise ImportError("reading .safetensors needs the safetensors package (pip install safetensors)") from None
+    try:
+        with safe_open(path, framework="pt", device=str(torch.device(map_location))) as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # SafetensorError for a bad header, OSError / RuntimeError for truncated data
+        raise _damaged(path, error) from error
+    if CONFIG_KEY not in metadata:
+        return state, None
+    try:
+        config = json.loads(metadata[CONFIG_KEY])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"checkpoint {path}: metadata {CONFIG_KEY!r} is not valid JSON ({error})") from None
+    return state, config
+
+
+def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[Mapping[str, Any], Any]:
+    """Read a path or mapping; return (state dict in the official layout, stored gridattn config or None)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         if path.endswith(".safetensors"):
-            try:
-                from safetensors import safe_open
-            except ImportError:
-                raise ImportError("reading .safetensors needs the safetensors package (pip install safetensors)") from None
-            with safe_open(path, framework="pt", device=str(map_location)) as handle:
-                metadata = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in handle.keys()}
-            return state, json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+            return _read_safetensors(path, map_location)
         try:
+            # weights_only: a pickle that would build arbitrary objects (run code) is refused, not executed
             source = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # unpickling refused or file damaged: say which file and why
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(
-                f"cannot read checkpoint {path} (not a damage-free file of tensors loadable with weights_only=True): {reason}"
+                f"cannot read checkpoint {path} (not a damage-free file of tensors loadable with weights_only=True): "
+                + (str(error).strip().splitlines() or [type(error).__name__])[0]
             ) from error
     if not isinstance(source, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(source).__name__}")
@@ -171,6 +189,20 @@ def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[
         if isinstance(source.get(wrapper), Mapping):
             return source[wrapper], config
     return source, config
+
+
+def _stored_config(stored: Any) -> HMANetConfig:
+    """The configuration saved by :func:`save_hmanet`, validated."""
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"{CONFIG_KEY!r} must be a mapping of HMANetConfig fields, got {type(stored).__name__}")
+    fields = {f.name for f in dataclasses.fields(HMANetConfig)}
+    unknown = sorted(set(stored) - fields)
+    if unknown:
+        raise CheckpointError(f"{CONFIG_KEY!r} has unknown fields {unknown} (written by a newer gridattn?)")
+    try:
+        return HMANetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{CONFIG_KEY!r} is not a valid HMANet configuration: {error}") from None
 
 
 def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
@@ -242,17 +274,50 @@ def load_hmanet(
         mis-shaped keys).
     """
     state, stored = _read(source, map_location)
-    config = HMANetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}) if stored else infer_config(state)
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"checkpoint entries that are not tensors: {', '.join(not_tensors[:12])}")
+    config = _stored_config(stored) if stored is not None else infer_config(state)
     if scale is not None and scale != config.scale:
         raise CheckpointError(f"checkpoint is a x{config.scale} model, but scale {scale} was requested")
     model = HMANet(config)
-    model.load_state_dict(from_official_state_dict(model, state), strict=True)
+    weights = from_official_state_dict(model, state)
+    broken = sorted(official_key(k) for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:  # such a model would answer every image with NaN
+        raise CheckpointError(f"checkpoint has NaN or infinite weights in: {', '.join(broken[:12])}")
+    model.load_state_dict(weights, strict=True)
     return model.to(map_location).eval()
 
 
 def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
-    """Save ``model`` in the official layout under ``params_ema``, with its configuration (numerics mode
-    included) under ``gridattn_config``; the official code can load the ``params_ema`` part (same outputs only
-    for official numerics without ``image_skip``, see :func:`to_official_state_dict`)."""
+    """Save ``model``'s weights in the official layout with its configuration (numerics mode included).
+
+    A path ending in ``.safetensors`` writes a safetensors file (no pickle: safe to load from anyone) whose
+    metadata holds ``gridattn_config`` (JSON of :class:`HMANetConfig`), ``numerics``, ``scale`` and
+    ``gridattn_version``. Any other path writes a ``torch.save`` file ``{"params_ema": weights,
+    "gridattn_config": config}``, which :func:`load_hmanet` reads with ``weights_only=True``.
+
+    Either way the official code can load the weights (same outputs only for official numerics without
+    ``image_skip``, see :func:`to_official_state_dict`).
+
+    Example:
+        >>> save_hmanet(model, "hmanet_x4.safetensors")
+        >>> load_hmanet("hmanet_x4.safetensors").config == model.config
+        True
+    """
+    if not isinstance(model, HMANet):
+        raise TypeError(f"save_hmanet saves a gridattn HMANet, got {type(model).__name__}")
     config = dataclasses.asdict(model.config)
-    torch.save({"params_ema": to_official_state_dict(model), CONFIG_KEY: config}, os.fspath(path))
+    path = os.fspath(path)
+    weights = to_official_state_dict(model)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        from .._version import __version__
+
+        metadata = {CONFIG_KEY: json.dumps(config), "numerics": model.config.numerics,
+                    "scale": str(model.config.scale), "gridattn_version": __version__}
+        # safetensors stores each tensor once, dense: no views or shared storage
+        save_file({k: v.detach().contiguous().clone().cpu() for k, v in weights.items()}, path, metadata=metadata)
+        return
+    torch.save({"params_ema": weights, CONFIG_KEY: config}, path)

@@ -103,7 +103,7 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
     """(EMA weights of a trainer checkpoint, or the weights of a gridattn / official checkpoint; their scale)."""
     from ..models.checkpoint import load_hmanet
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = None if str(path).endswith(".safetensors") else torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "ema" in state:
         return state["ema"], state["config"]["model"]["scale"]
     model = load_hmanet(path)
