@@ -10,17 +10,17 @@ Fast checks only (no ``mkdocs build``; CI builds the site separately with ``mkdo
   its ``__all__`` (or defined public names), and nothing when ``members: false``. Names are compared by where
   they are defined, so ``gridattn.GridAttention``, ``gridattn.layers.GridAttention`` and
   ``gridattn.layers.grid_attention.GridAttention`` are one symbol, documented by any of those paths.
-* every directive resolves to an importable object;
+* every directive resolves to a module or a module-level name (read from the sources, not imported, so modules
+  of optional integrations need not have their library installed);
 * every page named in ``mkdocs.yml``'s ``nav`` exists, and every reference page is in the nav.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
+import importlib.util
 import pkgutil
 import re
-import types
 from functools import cache
 from pathlib import Path
 
@@ -41,19 +41,36 @@ Symbol = tuple[str, str]  # (defining module, name); ("<module>", dotted path) f
 
 
 @cache
-def _top_level(module_name: str) -> tuple[dict[str, Symbol], list[str]]:
-    """For one module: name -> symbol of every top-level import, and the names it defines itself, in order."""
-    module = importlib.import_module(module_name)
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    package = module_name if Path(module.__file__).name == "__init__.py" else module_name.rpartition(".")[0]
+def _source(module_name: str) -> Path | None:
+    """The source file of a gridattn module (found without importing it: optional dependencies need not be
+    installed), or None when there is no such module."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    return None if spec is None or spec.origin is None else Path(spec.origin)
+
+
+def _is_module(path: str) -> bool:
+    return _source(path) is not None
+
+
+@cache
+def _top_level(module_name: str) -> tuple[dict[str, Symbol], list[str], list[str] | None]:
+    """For one module: name -> symbol of every top-level import, the names it defines itself (in order), and
+    its ``__all__`` (None without one)."""
+    source = _source(module_name)
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    package = module_name if source.name == "__init__.py" else module_name.rpartition(".")[0]
     imported: dict[str, Symbol] = {}
     defined: list[str] = []
+    exported = None
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([node.module] if node.module else []))
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             for alias in node.names:
                 imported[alias.asname or alias.name] = (base, alias.name)
         elif isinstance(node, ast.Import):
@@ -61,36 +78,32 @@ def _top_level(module_name: str) -> tuple[dict[str, Symbol], list[str]]:
                 imported[alias.asname or alias.name.partition(".")[0]] = ("<module>", alias.name)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defined.append(node.name)
-        elif isinstance(node, ast.Assign):
-            defined += [target.id for target in node.targets if isinstance(target, ast.Name)]
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            defined.append(node.target.id)
-    return imported, defined
-
-
-def _is_module(path: str) -> bool:
-    try:
-        importlib.import_module(path)
-    except ImportError:
-        return False
-    return True
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [target.id for target in targets if isinstance(target, ast.Name)]
+            if "__all__" in names:
+                exported = list(ast.literal_eval(node.value))
+            defined += names
+    return imported, defined, exported
 
 
 @cache
 def symbol(module_name: str, name: str) -> Symbol:
     """Where ``module_name.name`` is defined, following re-exports (``from .x import name``)."""
-    if _is_module(f"{module_name}.{name}") and isinstance(getattr(importlib.import_module(module_name), name, None), types.ModuleType):
-        return ("<module>", f"{module_name}.{name}")
-    imported, defined = _top_level(module_name)
+    imported, defined, _ = _top_level(module_name)
     if name in defined:
         return (module_name, name)
     if name in imported:
         source, original = imported[name]
-        if source == "<module>" or _is_module(f"{source}.{original}"):
-            return ("<module>", f"{source}.{original}" if source != "<module>" else original)
+        if source == "<module>":
+            return ("<module>", original)
+        if _is_module(f"{source}.{original}"):  # from . import blocks
+            return ("<module>", f"{source}.{original}")
         if source.startswith("gridattn"):
             return symbol(source, original)
         return (source, original)
+    if _is_module(f"{module_name}.{name}"):  # a submodule listed in __all__ without an import
+        return ("<module>", f"{module_name}.{name}")
     raise AssertionError(f"{module_name} has no top-level name {name!r}")
 
 
@@ -105,10 +118,10 @@ def public_modules() -> list[str]:
 
 def public_names(module_name: str) -> list[str]:
     """A module's ``__all__``, or the non-underscore names it defines at top level."""
-    module = importlib.import_module(module_name)
-    if hasattr(module, "__all__"):
-        return list(module.__all__)
-    return [name for name in _top_level(module_name)[1] if not name.startswith("_")]
+    _, defined, exported = _top_level(module_name)
+    if exported is not None:
+        return exported
+    return [name for name in defined if not name.startswith("_")]
 
 
 def public_symbols() -> dict[Symbol, list[str]]:
@@ -175,8 +188,9 @@ def resolve(path: str) -> tuple[str, str | None]:
     module_name, _, name = path.rpartition(".")
     if not module_name or not _is_module(module_name):
         raise AssertionError(f"::: {path} names neither a module nor a module-level object")
-    if not hasattr(importlib.import_module(module_name), name):
-        raise AssertionError(f"::: {path}: module {module_name} has no attribute {name!r}")
+    imported, defined, _ = _top_level(module_name)
+    if name not in imported and name not in defined:
+        raise AssertionError(f"::: {path}: module {module_name} has no top-level name {name!r}")
     return module_name, name
 
 

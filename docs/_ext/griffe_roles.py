@@ -4,6 +4,8 @@ gridattn's docstrings are Google style but refer to other objects the Sphinx way
 ``:class:`~gridattn.GridAttention```). Markdown shows those roles literally, so before rendering every role is
 turned into an autorefs link, ``[`attention`][gridattn.functional.backends.attention]``, resolved in the scope
 of the object whose docstring it is. Targets outside gridattn (``torch.…``) become plain code.
+A section titled ``Example:`` is read as ``Examples:`` (griffe would otherwise make it an admonition and show
+its ``>>>`` lines as quoted text instead of code).
 Loaded by ``mkdocs.yml`` (``plugins: mkdocstrings: handlers: python: options: extensions``).
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import griffe
 
+_EXAMPLE_TITLE = re.compile(r"^(\s*)Example:[ \t]*$", re.M)
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|mod|data|exc|obj|const):`(~?)([\w.]+)(\(\))?`")
 
 
@@ -41,7 +44,7 @@ def _convert(obj: griffe.Object, text: str) -> str:
         target = _target(obj, name)
         return f"[`{shown}`][{target}]" if target else f"`{shown}`"
 
-    return _ROLE.sub(link, text)
+    return _EXAMPLE_TITLE.sub(r"\1Examples:", _ROLE.sub(link, text))
 
 
 class SphinxRolesToAutorefs(griffe.Extension):
