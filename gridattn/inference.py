@@ -137,21 +137,92 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
     if array.ndim not in (2, 3) or array.size == 0:
         raise ValueError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
     gray = array.ndim == 2
-    chw = torch.from_numpy(np.array(array[..., None] if gray else array)).permute(2, 0, 1)[None]  # a copy
-    if array.dtype == np.uint8:
-        tensor = chw.float() / 255.0
+    if array.dtype in (np.uint8, np.uint16):
+        peak = float(np.iinfo(array.dtype).max)
+        chw = torch.from_numpy(array[..., None] if gray else array.astype(np.float32, copy=False).copy())
+        tensor = chw.float().permute(2, 0, 1)[None] / peak
 
         def back(out):
-            hwc = torch.floor(out[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+            hwc = torch.floor(out[0].double().clamp(0, 1) * peak + 0.5).permute(1, 2, 0).numpy().astype(array.dtype)
             return hwc[..., 0] if gray else hwc
         return tensor, back
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"numpy images must be uint8 or float in [0, 1], got {array.dtype}")
+        raise ValueError(f"numpy images must be uint8, uint16 or float in [0, 1], got {array.dtype}")
+    chw = torch.from_numpy(np.array(array[..., None] if gray else array)).permute(2, 0, 1)[None]  # a copy
 
     def back_float(out):
         hwc = out[0].permute(1, 2, 0).numpy().astype(array.dtype)
         return hwc[..., 0] if gray else hwc
     return chw.to(torch.float32 if array.dtype != np.float64 else torch.float64), back_float
+
+
+def _check_values(x: torch.Tensor) -> None:
+    """Float images must be finite and lie in [0, 1] (a float image in [0, 255] is the usual mistake)."""
+    if not torch.isfinite(x).all():
+        raise ValueError("the image contains NaN or infinite values")
+    low, high = x.min().item(), x.max().item()
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ValueError(f"float images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] "
+                         "(divide 8-bit data by 255, or pass the uint8 array)")
+
+
+class ImageTooLargeError(ValueError):
+    """The image cannot be upscaled at once in the memory of its device; the message suggests a tile size."""
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device``: free CUDA memory plus what PyTorch's caching
+    allocator holds unused, or the host's ``MemAvailable``; ``None`` where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as handle:
+                for line in handle:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def _check_memory(model, x: torch.Tensor, tile: int | None, batch_tiles: int, multiple: int,
+                  device: torch.device, dtype: torch.dtype) -> None:
+    """Raise :class:`ImageTooLargeError` before running a forward that cannot fit (models that can estimate)."""
+    estimate = getattr(model, "estimate_inference_memory", None)
+    if estimate is None:
+        return
+    batch, channels, height, width = x.shape
+    scale = getattr(getattr(model, "config", None), "scale", 4)
+    # host: the float input, the output and the running sums of tiles / self-ensemble runs, in float32
+    host = 4 * batch * channels * height * width * (1 + 3 * scale**2)
+    if tile is None:
+        need = estimate(height, width, batch, dtype)
+    else:
+        tile = max(multiple, tile // multiple * multiple)
+        need = estimate(min(tile, height), min(tile, width), batch * batch_tiles, dtype)
+    gib = 2**30
+    host_free = available_memory("cpu")
+    if host_free is not None and host + (need if device.type == "cpu" else 0) > host_free:
+        if host > host_free / 2:
+            raise ImageTooLargeError(
+                f"a {width}x{height} image gives a {width * scale}x{height * scale} result that needs about "
+                f"{host / gib:.1f} GiB of host memory ({host_free / gib:.1f} GiB available): cut the image into parts"
+            )
+    free = available_memory(device)
+    if free is None or need + (host if device.type == "cpu" else 0) <= free:
+        return
+    side = multiple
+    while side < 8192 and estimate(side * 2, side * 2, batch * batch_tiles, dtype) <= free / 2:
+        side *= 2
+    fits = estimate(side, side, batch * batch_tiles, dtype) <= free / 2 and (tile is None or side < tile)
+    advice = f"pass tile={side} (command line: --tile {side})" if fits else "no tile size fits"
+    raise ImageTooLargeError(
+        f"upscaling {width}x{height} pixels{'' if tile is None else f' in tiles of {tile}'} needs about "
+        f"{need / gib:.1f} GiB on {device}, but {free / gib:.1f} GiB are available: {advice}"
+    )
 
 
 def upscale(
@@ -163,6 +234,7 @@ def upscale(
     self_ensemble: bool = False,
     batch_tiles: int = 4,
     progress: bool = False,
+    check_memory: bool = True,
 ):
     """Super-resolve ``image`` with ``model``.
 
@@ -179,13 +251,33 @@ def upscale(
         self_ensemble: average the 8 flips and rotations (x8 the time).
         batch_tiles: tiles run per model call.
         progress: show a progress bar.
+        check_memory: for models that estimate their memory (:meth:`HMANet.estimate_inference_memory
+            <gridattn.models.HMANet.estimate_inference_memory>`), refuse up front an image (or tile) whose
+            forward would not fit in the device's available memory.
 
     Returns:
-        The upscaled image, of the kind and dtype of ``image`` (values clipped to ``[0, 1]`` / ``uint8``).
+        The upscaled image, of the kind and dtype of ``image`` (values clipped to ``[0, 1]``; ``uint8`` and
+        ``uint16`` arrays come back in their own range).
+
+    Raises:
+        ValueError: an image that is not ``(H, W)`` / ``(H, W, C)`` / ``(C, H, W)`` / ``(B, C, H, W)``, empty,
+            of an integer dtype other than ``uint8`` / ``uint16``, a float image with NaN / Inf or values
+            outside ``[0, 1]``, a channel count the model does not take, a tile overlap that leaves no step.
+        ImageTooLargeError: (a ``ValueError``) the forward would not fit in memory; the message gives a
+            tile size that does.
+
+    Example:
+        >>> import numpy as np
+        >>> from gridattn.models import HMANet, hmanet_config
+        >>> model = HMANet(hmanet_config(2, "tiny"))
+        >>> upscale(model, np.zeros((10, 12, 3), np.uint8)).shape
+        (20, 24, 3)
     """
     from tqdm.auto import tqdm
 
     x, back = _to_tensor(image)
+    if x.is_floating_point():
+        _check_values(x)
     channels, multiple, device, dtype = _model_info(model)
     alpha = None
     if x.shape[1] == 4 and channels == 3:
@@ -195,6 +287,8 @@ def upscale(
         x = x.expand(-1, 3, -1, -1)
     if x.shape[1] != channels:
         raise ValueError(f"the model takes {channels}-channel images, got {x.shape[1]} channels")
+    if check_memory:
+        _check_memory(model, x, tile, batch_tiles, multiple, device, dtype)
     transforms = _TRANSFORMS if self_ensemble else _TRANSFORMS[:1]
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):

@@ -270,8 +270,13 @@ def load_hmanet(
     by :func:`save_hmanet` carry their configuration (numerics mode included).
 
     Raises:
-        FileNotFoundError, CheckpointError (unreadable file, not HMANet, wrong scale, missing / unexpected /
-        mis-shaped keys).
+        FileNotFoundError: no file at ``source``.
+        CheckpointError: a damaged or truncated file, a pickle that needs more than tensors (refused
+            unexecuted), entries that are not tensors, not an HMANet, the wrong scale, missing / unexpected /
+            mis-shaped keys (all listed), NaN or infinite weights, a stored configuration that is not valid.
+
+    Example:
+        >>> model = load_hmanet("HMA_SRx4.pth", scale=4)  # the released checkpoint, official numerics
     """
     state, stored = _read(source, map_location)
     not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))

@@ -188,6 +188,32 @@ class HMANet(nn.Module):
             return x / c.img_range + F.interpolate(image, scale_factor=c.scale, mode="bicubic", align_corners=False)
         return x / c.img_range + mean
 
+    def estimate_inference_memory(self, height: int, width: int, batch: int = 1,
+                                  dtype: torch.dtype | None = None) -> int:
+        """Bytes one forward under ``torch.no_grad()`` needs at most for ``(batch, C, height, width)`` inputs.
+
+        An upper estimate, calibrated on CUDA's allocator with the default attention backend (the tests
+        check that it lies between the measured peak and three times it): the largest activations are
+        FusedConv's expanded maps (``6 * embed_dim`` channels, a few alive at once) in the body, the
+        pixel-shuffle maps in the upsampler, and attention blocks bounded by ``max_scores``. The weights are
+        counted too. :func:`gridattn.inference.upscale` uses it to refuse images that cannot fit.
+
+        Args:
+            height: input height in pixels (before padding).
+            width: input width in pixels (before padding).
+            batch: images per forward.
+            dtype: activation dtype (default: the dtype of the weights).
+        """
+        c = self.config
+        itemsize = (dtype or next(self.parameters()).dtype).itemsize
+        multiple = c.pad_multiple
+        tokens = batch * -(-height // multiple) * multiple * -(-width // multiple) * multiple
+        body = 28 * c.embed_dim  # channels alive at the FusedConv peak, residual streams and q/k/v copies
+        upsampler = c.upsample_features * (2 * c.scale ** 2 + 2) + 4 * c.in_channels * c.scale ** 2
+        attention_blocks = 3 * 2**24 * 4  # score blocks of max_scores entries (float32 softmax)
+        weights = sum(p.numel() * p.element_size() for p in self.parameters())
+        return tokens * itemsize * max(body, upsampler) + attention_blocks + weights
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features: ``(B, embed_dim, H, W)`` -> same, H and W already padded.
 
