@@ -1,7 +1,9 @@
-"""The ``gridattn`` command line: ``upscale`` images and ``evaluate`` on a benchmark folder.
+"""The ``gridattn`` command line: ``upscale`` images, ``evaluate`` on a benchmark folder, ``export-onnx``,
+``info``.
 
-Errors a user can make (missing folder, no images, unreadable file, wrong checkpoint) print one line and
-exit with status 2; no traceback.
+Errors a user can make (missing folder, no images, unreadable or too large image, damaged or wrong
+checkpoint, unwritable output) print one line and exit with status 2. Anything else is a bug: it prints one
+line too (status 1), and the traceback with ``--traceback``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def _cmd_upscale(args) -> int:
     return 0
 
 
+def _cmd_info(args) -> int:
+    from .info import collect_info, format_info
+
+    report = collect_info()
+    print(json.dumps(report, indent=2) if args.json else format_info(report))
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     device = _device(args.device)
     scale = args.scale
@@ -83,8 +93,26 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridattn", description="Super-resolution with HMANet.")
+    parser.add_argument("--traceback", action="store_true", help="show the traceback of unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("upscale", help="upscale images or folders of images to PNG files")
@@ -103,13 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.set_defaults(run=_cmd_evaluate)
 
+    info = commands.add_parser("info", help="versions, devices, and which attention backends and dtypes run")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=_cmd_info)
+
     for sub in (up, ev):
-        sub.add_argument("--tile", type=int, default=None, help="tile size in LR pixels (default: whole image)")
-        sub.add_argument("--tile-overlap", type=int, default=16, help="tile overlap in LR pixels")
+        sub.add_argument("--tile", type=_positive_int, default=None, help="tile size in LR pixels (default: whole image)")
+        sub.add_argument("--tile-overlap", type=_non_negative_int, default=16, help="tile overlap in LR pixels")
         sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
         sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     up.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,12 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (UserError, FileNotFoundError, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        print("gridattn: error: " + "; ".join(lines), file=sys.stderr)
+        print("gridattn: error: " + _one_line(error), file=sys.stderr)
         return 2
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         print("gridattn: error: out of memory; use a smaller --tile", file=sys.stderr)
+        return 2
+    except OSError as error:  # unwritable output folder, full disk, ...
+        print(f"gridattn: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gridattn: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if args.traceback:
+            raise
+        print(f"gridattn: internal error ({type(error).__name__}): {_one_line(error)}; "
+              "run with --traceback and report it", file=sys.stderr)
+        return 1

@@ -38,26 +38,45 @@ def list_images(*paths: str | os.PathLike) -> list[Path]:
     return files
 
 
+def _to_8bit(image) -> np.ndarray:
+    """An opened PIL image as a ``uint8`` array of mode L, RGB or RGBA."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)  # pixels as a viewer shows them
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grayscale: round to 8 bits
+        values = np.asarray(image).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"32-bit integer pixel values (range {values.min()}..{values.max()}) are not supported")
+        return ((values * 255 + 32767) // 65535).astype(np.uint8)
+    if image.mode == "F":
+        raise ValueError("floating-point image files are not supported; convert to 8 or 16 bits")
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    return np.asarray(image).copy()
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as ``uint8``: ``(H, W)`` for grayscale, ``(H, W, 3)`` for colour, ``(H, W, 4)`` with alpha.
 
-    Palette, CMYK and other modes are converted to RGB (RGBA when they carry transparency).
-
-    Args:
-        path: any format Pillow reads.
+    Palette images become RGB (RGBA when they have a transparent colour), bilevel images grayscale, CMYK and
+    other colour spaces RGB. 16-bit grayscale is rounded to 8 bits (``round(v * 255 / 65535)``); PIL reads
+    16-bit colour PNGs as 8-bit. An EXIF orientation is applied.
 
     Raises:
-        ValueError: the file cannot be decoded as an image.
+        ValueError: the file cannot be decoded as an image, is larger than PIL's decompression-bomb limit
+            (``PIL.Image.MAX_IMAGE_PIXELS``), or holds floating-point or 32-bit integer pixels.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode not in ("L", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            return np.asarray(image).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            return _to_8bit(image)
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
 
 

@@ -82,3 +82,16 @@ def check_feature_map(
         )
     if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise ValueError(f"{name} has dtype {x.dtype} but the layer's weights are {dtype}; convert one of them")
+
+
+def check_last_dim(x: torch.Tensor, channels: int, name: str, dtype: torch.dtype | None = None) -> None:
+    """Check that ``x`` is a floating tensor ``(..., channels)`` of any rank >= 1 (and, outside autocast, of
+    the layer's ``dtype``): the input contract of the MLP and the residual wrappers."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} takes a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[-1] != channels:
+        raise ValueError(f"{name} expects {channels} channels in the last dim, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} needs a floating dtype, got {x.dtype}")
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"{name} got dtype {x.dtype} but the layer's weights are {dtype}; convert one of them")

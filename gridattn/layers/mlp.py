@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional._checks import check_positive
+from ..functional._checks import check_last_dim, check_positive
 
 
 class Mlp(nn.Module):
@@ -50,6 +50,5 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            raise ValueError(f"Mlp expects {self.dim} channels in the last dim, got shape {tuple(x.shape)}")
+        check_last_dim(x, self.dim, "Mlp", self.fc1.weight.dtype)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

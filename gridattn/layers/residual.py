@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional._checks import check_probability
+from ..functional._checks import check_last_dim, check_probability
 
 
 class DropPath(nn.Module):
@@ -48,10 +48,7 @@ class _Residual(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"{type(self).__name__} expects {self.dim} channels in the last dim, got shape {tuple(x.shape)}"
-            )
+        check_last_dim(x, self.dim, type(self).__name__, self.norm.weight.dtype)
 
 
 class PreNorm(_Residual):
@@ -67,7 +64,7 @@ class PreNorm(_Residual):
         ``(..., dim)`` -> ``(..., dim)``.
 
     Raises:
-        ValueError: an input whose last dimension is not ``dim``.
+        ValueError: an input whose last dimension is not ``dim``, or that is not floating point.
 
     Examples:
         >>> import torch
@@ -95,7 +92,7 @@ class PostNorm(_Residual):
         ``(..., dim)`` -> ``(..., dim)``.
 
     Raises:
-        ValueError: an input whose last dimension is not ``dim``.
+        ValueError: an input whose last dimension is not ``dim``, or that is not floating point.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,320 @@
+"""Bad input everywhere: every public entry point either works correctly or raises its documented error.
+
+Documented errors: ``ValueError`` / ``TypeError`` from the layers and models (wrong rank, channels, dtype,
+empty), ``ValueError`` from ``upscale`` and ``read_image`` (kinds, NaN / Inf, ranges, undecodable files,
+images too large for memory), exit status 2 and one line on stderr from the command line.
+"""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridattn import (
+    ChannelAttention,
+    ConvChannelAttention,
+    FusedConv,
+    GridAttention,
+    Mlp,
+    PostNorm,
+    PreNorm,
+    WindowAttention,
+)
+from gridattn.cli import main
+from gridattn.data import read_image, write_image
+from gridattn.inference import ImageTooLargeError, upscale
+from gridattn.models import HMANet, hmanet_config, save_hmanet
+
+DIM = 8
+LAYERS = {
+    "window": lambda: WindowAttention(DIM, 2, 4),
+    "shifted_window": lambda: WindowAttention(DIM, 2, 4, shift=2),
+    "grid": lambda: GridAttention(DIM, 2, 3),
+    "channel": lambda: ChannelAttention(DIM, 2),
+    "conv_channel": lambda: ConvChannelAttention(DIM, 2, 2),
+    "fused_conv": lambda: FusedConv(DIM, 2, 2),
+    "prenorm_mlp": lambda: PreNorm(DIM, Mlp(DIM, 2 * DIM)),
+    "postnorm_window": lambda: PostNorm(DIM, WindowAttention(DIM, 2, 4, shift=2)),
+}
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.uint8, torch.bool]
+SPECIAL = [0.0, float("nan"), float("inf"), -float("inf"), 1e30]
+
+
+@st.composite
+def arbitrary_tensors(draw, channels: int, max_side: int = 7):
+    """Any rank 0-5, any sizes (0 included, the right channel count likely), any dtype, special values."""
+    rank = draw(st.integers(0, 5))
+    shape = [draw(st.integers(0, max_side)) for _ in range(rank)]
+    if rank and draw(st.booleans()):
+        shape[-1 if draw(st.booleans()) else min(1, rank - 1)] = channels
+    dtype = draw(st.sampled_from(DTYPES))
+    x = torch.rand(shape, dtype=torch.float64)
+    special = draw(st.sampled_from(SPECIAL))
+    if special and x.numel() and draw(st.booleans()):
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = special
+    return x.to(dtype) if dtype != torch.bool else x > 0.5
+
+
+def _answers_or_refuses(module, x, expected_shape):
+    """Output of the expected shape (finite for a finite input) or a ValueError / TypeError."""
+    try:
+        with torch.no_grad():
+            y = module(x)
+    except (ValueError, TypeError) as error:
+        assert str(error), "errors must say what is wrong"
+        return None
+    assert tuple(y.shape) == expected_shape(x)
+    if x.is_floating_point() and torch.isfinite(x).all() and x.abs().max() < 1e20:
+        assert torch.isfinite(y).all()
+    return y
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(x=arbitrary_tensors(DIM))
+def test_layers_answer_or_refuse_any_tensor(name, x):
+    layer = LAYERS[name]().eval()
+    if x.dtype in (torch.float16, torch.bfloat16, torch.float64):
+        layer = layer.to(x.dtype)
+    _answers_or_refuses(layer, x, lambda t: tuple(t.shape))
+
+
+@given(x=arbitrary_tensors(3, max_side=9))
+def test_hmanet_answers_or_refuses_any_tensor(x):
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    if x.dtype == torch.float64:
+        model = model.double()
+    _answers_or_refuses(model, x, lambda t: (t.shape[0], 3, 2 * t.shape[2], 2 * t.shape[3]))
+
+
+@st.composite
+def arbitrary_arrays(draw):
+    ndim = draw(st.integers(0, 4))
+    shape = tuple(draw(st.integers(0, 6)) for _ in range(ndim))
+    if ndim == 3 and draw(st.booleans()):
+        shape = (*shape[:2], draw(st.sampled_from([1, 2, 3, 4])))
+    dtype = draw(st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.int32, np.bool_, np.float16]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if np.issubdtype(dtype, np.integer):
+        array = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    else:
+        array = rng.random(shape).astype(dtype)
+        if array.size and draw(st.booleans()):
+            array.flat[draw(st.integers(0, array.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -0.5, 255.0]))
+    return array
+
+
+@settings(max_examples=30)
+@given(image=arbitrary_arrays())
+def test_upscale_answers_or_refuses_any_array(image):
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    try:
+        out = upscale(model, image)
+    except ValueError as error:
+        assert str(error)
+        return
+    # what is accepted: uint8 / uint16 / float in [0, 1], (H, W) or (H, W, C) with C in 1, 3, 4
+    assert image.dtype in (np.uint8, np.uint16, np.float32, np.float64, np.float16) and image.ndim in (2, 3)
+    assert out.dtype == image.dtype and out.shape[:2] == (2 * image.shape[0], 2 * image.shape[1])
+    if np.issubdtype(image.dtype, np.floating):
+        assert np.isfinite(image).all() and 0 <= image.min() and image.max() <= 1
+        assert np.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+
+def test_upscale_refuses_what_cannot_fit_before_running(monkeypatch):
+    import gridattn.inference as inference
+
+    model = HMANet(hmanet_config(4)).eval()  # the official x4 model
+    monkeypatch.setattr(inference, "available_memory", lambda device: 2**30)
+    called = []
+    monkeypatch.setattr(model, "forward", lambda x: called.append(x))
+    image = np.zeros((600, 800, 3), np.uint8)
+    with pytest.raises(ImageTooLargeError, match=r"upscaling 800x600 pixels needs about \d+\.\d GiB on cpu, "
+                                                 r"but 1\.0 GiB are available: pass tile=\d+ \(command line: --tile"):
+        upscale(model, image)
+    tile = int(str(pytest.raises(ImageTooLargeError, upscale, model, image).value).split("tile=")[1].split()[0])
+    assert model.estimate_inference_memory(tile, tile, 4) <= 2**29 and not called
+    with pytest.raises(ImageTooLargeError, match="in tiles of 512"):
+        upscale(model, image, tile=512)
+    monkeypatch.setattr(inference, "available_memory", lambda device: 2**20)
+    with pytest.raises(ImageTooLargeError, match="host memory"):
+        upscale(model, image)
+    assert not called
+
+
+def test_memory_estimate_grows_with_the_padded_size():
+    model = HMANet(hmanet_config(4, "tiny"))
+    multiple = model.config.pad_multiple
+    base = model.estimate_inference_memory(1, 1)
+    assert model.estimate_inference_memory(multiple, multiple) == base
+    assert model.estimate_inference_memory(multiple + 1, multiple) > base
+    assert model.estimate_inference_memory(multiple, multiple, batch=3) > model.estimate_inference_memory(multiple, 3 * multiple) - 1
+    assert model.estimate_inference_memory(64, 64, dtype=torch.bfloat16) < model.estimate_inference_memory(64, 64)
+
+
+def _png(path, array: np.ndarray) -> None:
+    """Write a PNG by hand (16-bit colour, which PIL cannot write): 8/16-bit gray or RGB(A)."""
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    depth = 16 if array.dtype == np.uint16 else 8
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = array.astype(">u2" if depth == 16 else np.uint8).reshape(height, -1).view(np.uint8).reshape(height, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_image_files_of_every_kind(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    gray16 = rng.integers(0, 65536, (9, 11)).astype(np.uint16)
+    _png(tmp_path / "gray16.png", gray16)
+    expected = np.floor(gray16.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    assert np.array_equal(read_image(tmp_path / "gray16.png"), expected)
+    rgb16 = rng.integers(0, 65536, (9, 11, 3)).astype(np.uint16)
+    _png(tmp_path / "rgb16.png", rgb16)
+    rgb = read_image(tmp_path / "rgb16.png")
+    assert rgb.shape == (9, 11, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb.astype(int) - rgb16.astype(int) // 257).max() <= 1
+    la = rng.integers(0, 256, (9, 11, 2)).astype(np.uint8)
+    _png(tmp_path / "la.png", la)
+    assert read_image(tmp_path / "la.png").shape == (9, 11, 4)
+    palette = Image.fromarray(rng.integers(0, 256, (9, 11, 3)).astype(np.uint8)).convert("P")
+    palette.save(tmp_path / "palette.png", transparency=0)
+    assert read_image(tmp_path / "palette.png").shape == (9, 11, 4)
+    Image.fromarray(rng.integers(0, 2, (9, 11)).astype(bool)).save(tmp_path / "bilevel.png")
+    assert set(np.unique(read_image(tmp_path / "bilevel.png"))) <= {0, 255}
+    Image.fromarray(rng.integers(0, 256, (9, 11, 3)).astype(np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert read_image(tmp_path / "cmyk.jpg").shape == (9, 11, 3)
+    Image.fromarray(rng.random((9, 11)).astype(np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match="floating-point image files are not supported"):
+        read_image(tmp_path / "float.tiff")
+
+
+def _bad_files(folder):
+    """name -> bytes of files that are not usable images."""
+    good = folder / "good.png"
+    write_image(good, np.zeros((20, 20, 3), np.uint8))
+    data = good.read_bytes()
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    bomb += struct.pack(">I", zlib.crc32(bomb[12:29]))
+    return {"empty.png": b"", "truncated.png": data[: len(data) // 2], "text.png": b"hello",
+            "header-only.png": data[:8], "bomb.png": bomb}
+
+
+def test_unusable_image_files_raise_value_error(tmp_path):
+    for name, content in _bad_files(tmp_path).items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"cannot read image .*{name}"):
+            read_image(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    save_hmanet(HMANet(hmanet_config(2, "tiny")), folder / "x2.safetensors")
+    (folder / "damaged.pth").write_bytes(b"PK\x03\x04 not really a zip")
+    for name, content in _bad_files(folder).items():
+        (folder / name).write_bytes(content)
+    rng = np.random.default_rng(1)
+    write_image(folder / "one-pixel.png", np.full((1, 1, 3), 128, np.uint8))
+    write_image(folder / "gray.png", rng.integers(0, 256, (7, 9)).astype(np.uint8))
+    write_image(folder / "rgba.png", rng.integers(0, 256, (7, 9, 4)).astype(np.uint8))
+    _png(folder / "gray16.png", rng.integers(0, 65536, (7, 9)).astype(np.uint16))
+    _png(folder / "rgb16.png", rng.integers(0, 65536, (7, 9, 3)).astype(np.uint16))
+    (folder / "hr").mkdir()
+    write_image(folder / "hr" / "a.png", rng.integers(0, 256, (17, 23, 3)).astype(np.uint8))
+    (folder / "empty").mkdir()
+    (folder / "blocked").write_text("a file where a folder is expected")
+    return folder
+
+
+GOOD_IMAGES = ["one-pixel.png", "gray.png", "rgba.png", "gray16.png", "rgb16.png", "good.png"]
+BAD_IMAGES = ["empty.png", "truncated.png", "text.png", "header-only.png", "bomb.png", "missing.png", "empty"]
+
+
+@st.composite
+def command_lines(draw):
+    """argv of the upscale / evaluate / info commands with good and bad files and flag values."""
+    command = draw(st.sampled_from(["upscale", "evaluate", "info"]))
+    checkpoint = draw(st.sampled_from(["x2.safetensors", "damaged.pth", "text.png", "missing.pth"]))
+    common = []
+    if draw(st.booleans()):
+        common += ["--tile", str(draw(st.sampled_from([1, 8, 16, 33])))]
+    if draw(st.booleans()):
+        common += ["--tile-overlap", str(draw(st.sampled_from([0, 4, 16, 40])))]
+    if draw(st.booleans()):
+        common.append("--self-ensemble")
+    if command == "info":
+        return ["info", "--json"] if draw(st.booleans()) else ["info"]
+    if command == "upscale":
+        inputs = draw(st.lists(st.sampled_from(GOOD_IMAGES + BAD_IMAGES), min_size=1, max_size=2))
+        output = draw(st.sampled_from(["out", "out.png", "blocked/out.png"]))
+        return ["upscale", *inputs, "-o", output, "--checkpoint", checkpoint, "--quiet", *common]
+    hr = draw(st.sampled_from(["hr", "empty", "missing", "good.png"]))
+    scale = draw(st.sampled_from(["2", "3", "4"]))
+    method = ["--bicubic"] if draw(st.booleans()) else ["--checkpoint", checkpoint]
+    extra = ["--json"] if draw(st.booleans()) else []
+    if draw(st.booleans()):
+        extra += ["--lr", draw(st.sampled_from(["hr", "empty", "missing"]))]
+    return ["evaluate", "--hr", hr, "--scale", scale, *method, *extra, *common]
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=command_lines())
+def test_command_line_never_crashes(cli_files, argv, capsys, monkeypatch):
+    """Every command line ends with status 0 (it worked) or 2 (one line saying what is wrong), never with
+    a traceback or the internal-error status 1."""
+    monkeypatch.chdir(cli_files)
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status in (0, 2), (argv, status, err)
+    assert "Traceback" not in err
+    if status == 2:
+        assert err.startswith("gridattn: error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_command_line_outputs_for_special_images(cli_files, tmp_path, capsys):
+    for name, shape in [("one-pixel.png", (2, 2, 3)), ("gray.png", (14, 18)), ("rgba.png", (14, 18, 4)),
+                        ("gray16.png", (14, 18)), ("rgb16.png", (14, 18, 3))]:
+        target = tmp_path / f"{name}.out.png"
+        assert main(["upscale", str(cli_files / name), "-o", str(target), "--checkpoint",
+                     str(cli_files / "x2.safetensors"), "--quiet"]) == 0
+        assert read_image(target).shape == shape
+
+
+def test_unexpected_errors_are_one_line_unless_traceback_is_asked(monkeypatch, capsys):
+    import gridattn.info
+
+    def broken():
+        raise RuntimeError("simulated bug\nsecond line")
+
+    monkeypatch.setattr(gridattn.info, "collect_info", broken)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("gridattn: internal error (RuntimeError): simulated bug; second line; "
+                           "run with --traceback and report it")
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        main(["--traceback", "info"])
+
+
+def test_info_reports_versions_and_backends(capsys):
+    import json
+
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["versions"]["torch"] == torch.__version__
+    cpu = report["devices"]["cpu"]["attention"]
+    assert cpu["float32"]["sdpa"] == "ok" and cpu["float32"]["math"] == "ok"
+    assert cpu["float32"]["xformers"] != "ok"  # xformers never runs on a CPU; the reason is given
+    assert "xformers" in cpu["float32"]["xformers"]
