@@ -1,0 +1,220 @@
+"""HMANet in spandrel: detection of HMANet checkpoints by ``spandrel.ModelLoader``, loading gridattn's model.
+
+spandrel (chaiNNer-org/spandrel, the model loader of chaiNNer and ComfyUI) recognises an architecture from the
+keys of a state dict and reads its hyper-parameters off tensor shapes. This module adds HMANet to a spandrel
+registry::
+
+    import spandrel
+    from gridattn.integrations.spandrel import register
+
+    register()                                            # adds HMANet to spandrel.MAIN_REGISTRY (idempotent)
+    descriptor = spandrel.ModelLoader().load_from_file("HMA_SRx4.pth")
+    descriptor.architecture.id, descriptor.scale          # ("HMANet", 4)
+    sr = descriptor(image)                                # (1, 3, H, W) in [0, 1] -> (1, 3, 4H, 4W), clamped
+
+The model inside the descriptor (``descriptor.model``) is :class:`gridattn.models.HMANet`, configured by
+:func:`gridattn.models.checkpoint.infer_config` and filled by
+:func:`~gridattn.models.checkpoint.from_official_state_dict` (strict: a checkpoint that does not fit exactly
+raises :class:`~gridattn.models.checkpoint.CheckpointError` listing missing, unexpected and mis-shaped keys).
+
+What spandrel passes on is only the state dict: it unwraps ``params_ema`` / ``params`` itself and drops every
+other top-level entry, :func:`~gridattn.models.save_hmanet`'s ``gridattn_config`` included. A model is then
+configured from its weights alone, as an official checkpoint: official numerics, no image skip, grid interval 4,
+the official image range and mean. Files of models that differ in one of these (gridattn's default
+``numerics="corrected"``, the ``tiny`` / ``small`` presets' ``image_skip``) load through spandrel without error
+but compute something else; :func:`load_descriptor` reads such files with their stored configuration and gives
+the same descriptor type. A state dict that carries ``gridattn_config`` next to its weights (bare, not wrapped)
+keeps it through spandrel and is configured by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+try:
+    from spandrel import (
+        MAIN_REGISTRY,
+        Architecture,
+        ArchRegistry,
+        ArchSupport,
+        ImageModelDescriptor,
+        ModelTiling,
+        SizeRequirements,
+        StateDict,
+    )
+    from spandrel.util import KeyCondition
+except ImportError as error:  # pragma: no cover - exercised only without spandrel
+    raise ImportError(
+        "gridattn.integrations.spandrel needs spandrel: pip install 'gridattn[spandrel]' (spandrel imports "
+        "torchvision, which must match the installed torch)"
+    ) from error
+
+from ..models.checkpoint import CONFIG_KEY, CheckpointError, _read, from_official_state_dict, infer_config
+from ..models.hmanet import HMANet, HMANetConfig
+
+__all__ = ["ARCHITECTURE", "ARCH_ID", "HMANetArch", "detect", "load_descriptor", "register"]
+
+ARCH_ID = "HMANet"
+
+_RG = "layers.0.residual_group."
+# Keys every official-layout HMANet state dict has, whatever its size, scale, channels or qkv_bias. Together
+# they are HMANet's alone: HAT, ATD and SwinIR share the ``layers.N.residual_group`` / ``conv_first`` naming,
+# but none has a FusedConv as block 0 or a GAB with grid attention (checked against spandrel's MAIN_REGISTRY
+# in tests/test_spandrel.py). ``relative_position_index_SA`` is left out: gridattn does not need it.
+detect = KeyCondition.has_all(
+    "conv_first.weight",
+    "patch_embed.norm.weight",
+    _RG + "scale",
+    # block 0 of every RHTB is a FusedConv, block 1 the first FAB
+    _RG + "blocks.0.fused_conv.weight",
+    _RG + "blocks.0.se.fc1.weight",
+    _RG + "blocks.0.conv3_1x1.weight",
+    _RG + "blocks.1.qkv.weight",
+    _RG + "blocks.1.attn.relative_position_bias_table",
+    _RG + "blocks.1.mlp.fc1.weight",
+    # the GAB: window, shifted-window and grid branches on one qkv projection
+    _RG + "gab.qkv.weight",
+    _RG + "gab.window_attn.relative_position_bias_table",
+    _RG + "gab.window_attn_s.relative_position_bias_table",
+    _RG + "gab.grid_proj.weight",
+    _RG + "gab.grid_attn.attn_transform1.pos.pos_proj.weight",
+    _RG + "gab.grid_attn.attn_transform2.pos.pos_proj.weight",
+    "conv_after_body.weight",
+    "conv_before_upsample.0.weight",
+    "upsample.0.weight",
+    "conv_last.weight",
+)
+
+
+def _config_from_entry(entry: Any) -> HMANetConfig:
+    """An :class:`HMANetConfig` from a ``gridattn_config`` entry (a mapping, or its JSON text)."""
+    if isinstance(entry, str):
+        try:
+            entry = json.loads(entry)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{CONFIG_KEY!r} is not valid JSON: {error}") from None
+    if not isinstance(entry, Mapping):
+        raise CheckpointError(f"{CONFIG_KEY!r} must be a mapping of HMANetConfig fields, got {type(entry).__name__}")
+    fields = {f.name for f in dataclasses.fields(HMANetConfig)}
+    unknown = sorted(set(entry) - fields)
+    if unknown:
+        raise CheckpointError(f"{CONFIG_KEY!r} has fields HMANetConfig does not know: {', '.join(unknown)}")
+    try:
+        return HMANetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{CONFIG_KEY!r} is not a valid HMANet configuration: {error}") from None
+
+
+def _tags(config: HMANetConfig) -> list[str]:
+    depths = "-".join(str(d) for d in config.depths)
+    tags = [f"{config.embed_dim}dim", f"depths{depths}", f"w{config.window_size}i{config.interval}",
+            f"{config.upsample_features}nf", f"{config.numerics} numerics"]
+    if config.image_skip:
+        tags.append("image skip")
+    return tags
+
+
+class HMANetArch(Architecture[HMANet]):
+    """spandrel architecture of HMANet checkpoints in the official layout (gridattn's :class:`HMANet`)."""
+
+    def __init__(self) -> None:
+        super().__init__(id=ARCH_ID, name="HMANet", detect=detect)
+
+    def load(self, state_dict: StateDict) -> ImageModelDescriptor[HMANet]:
+        """Configure and fill an :class:`HMANet` from ``state_dict`` (official layout, already unwrapped).
+
+        A ``gridattn_config`` entry in the dict configures the model; otherwise :func:`infer_config` reads the
+        configuration off the shapes. Raises :class:`CheckpointError` when the weights do not fit.
+        """
+        config = None
+        if CONFIG_KEY in state_dict:
+            config = _config_from_entry(state_dict[CONFIG_KEY])
+            state_dict = {k: v for k, v in state_dict.items() if k != CONFIG_KEY}
+        return self.descriptor(state_dict, config)
+
+    def descriptor(
+        self, state: Mapping[str, torch.Tensor], config: HMANetConfig | None = None
+    ) -> ImageModelDescriptor[HMANet]:
+        """The descriptor of the HMANet with weights ``state`` and ``config`` (from the shapes when ``None``)."""
+        if config is None:
+            config = infer_config(state)
+        model = HMANet(config)
+        weights = from_official_state_dict(model, state)  # strict; raises CheckpointError listing all problems
+        descriptor = ImageModelDescriptor(
+            model,
+            weights,
+            architecture=self,
+            purpose="SR",
+            tags=_tags(config),
+            # fp16: runs on small random models but is unchecked on trained HMANet weights, whose activations may
+            # exceed fp16's range; spandrel marks the related window-attention SR transformers (HAT, SwinIR, DAT,
+            # ATD, DRCT) as not supporting it. bfloat16 has float32's range and runs (checked in the tests).
+            supports_half=False,
+            supports_bfloat16=True,
+            scale=config.scale,
+            input_channels=config.in_channels,
+            output_channels=config.in_channels,
+            # any height and width: the model pads to its window / interval multiple itself and crops
+            size_requirements=SizeRequirements(),
+            tiling=ModelTiling.SUPPORTED,
+        )
+        model.eval()
+        return descriptor
+
+
+ARCHITECTURE = HMANetArch()
+"""The architecture instance that :func:`register` adds and :func:`load_descriptor` names."""
+
+
+def _is_ours(support: ArchSupport) -> bool:
+    cls = type(support.architecture)  # by name, so that a reloaded module still counts as the same
+    return cls.__module__ == HMANetArch.__module__ and cls.__qualname__ == HMANetArch.__qualname__
+
+
+def register(registry: ArchRegistry | None = None) -> ArchSupport:
+    """Add HMANet to ``registry`` (spandrel's ``MAIN_REGISTRY`` when ``None``) and return its entry.
+
+    HMANet is placed before every architecture already in the registry in detection order, so that no
+    broader detector claims an HMANet checkpoint first; its own detector needs HMANet-only keys and claims
+    nothing else. Idempotent: once registered, a second call changes nothing and returns the same entry. If the
+    registry holds another architecture under the id ``"HMANet"``, that one is kept, with a warning.
+    """
+    if registry is None:
+        registry = MAIN_REGISTRY
+    existing = registry.get(ARCH_ID)
+    if existing is not None:
+        if not _is_ours(existing):
+            warnings.warn(
+                f"the spandrel registry already has an architecture {ARCH_ID!r} "
+                f"({type(existing.architecture).__module__}); gridattn's HMANet was not registered",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return existing
+    others = tuple(support.architecture.id for support in registry.architectures("insertion"))
+    registry.add(ArchSupport.from_architecture(ARCHITECTURE, before=others), ignore_duplicates=True)
+    return registry[ARCH_ID]
+
+
+def load_descriptor(
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    map_location: str | torch.device = "cpu",
+) -> ImageModelDescriptor[HMANet]:
+    """A spandrel descriptor of the HMANet in ``source``, read by gridattn (no detection, no registry needed).
+
+    Unlike ``spandrel.ModelLoader``, this keeps the ``gridattn_config`` stored by :func:`save_hmanet` (numerics,
+    image skip, interval) and reads ``.safetensors`` metadata; otherwise the same as :meth:`HMANetArch.load`:
+    official checkpoints (bare, ``params_ema``, ``params``) are configured from their shapes.
+    """
+    state, stored = _read(source, map_location)
+    config = _config_from_entry(stored) if stored is not None else None
+    state = {k: v for k, v in state.items() if k != CONFIG_KEY}  # a bare dict keeps its config entry
+    return ARCHITECTURE.descriptor(state, config).to(torch.device(map_location))

@@ -1,0 +1,317 @@
+"""gridattn's HMANet in spandrel (gridattn.integrations.spandrel), tested through the real spandrel package.
+
+spandrel imports torchvision, which must match the installed torch; the default test environment has neither,
+so this module is skipped there. ``.ci/spandrel`` builds the environment (.venv-spandrel) and runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+
+import pytest
+import torch
+
+try:
+    spandrel = pytest.importorskip(
+        "spandrel",
+        reason="spandrel is not installed: run .ci/spandrel (its own venv, torch with a matching torchvision)",
+    )
+# installed, but its torchvision does not fit this torch ("operator torchvision::nms does not exist")
+except Exception as error:  # noqa: BLE001
+    pytest.skip(f"spandrel does not import here ({type(error).__name__}: {error}); run .ci/spandrel",
+                allow_module_level=True)
+
+from hypothesis import given
+from hypothesis import strategies as st
+from official_cases import CASES, FIXTURE, config_of, input_of, official_state
+
+from gridattn.integrations.spandrel import ARCH_ID, ARCHITECTURE, HMANetArch, detect, load_descriptor, register
+from gridattn.models import CheckpointError, HMANet, HMANetConfig, hmanet_config, save_hmanet, to_official_state_dict
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def tiny_config(scale: int = 2, **changes) -> HMANetConfig:
+    """An official-numerics HMANet small enough to build and run in milliseconds."""
+    fields = {"scale": scale, "embed_dim": 16, "depths": (1,), "num_heads": (2,), "window_size": 4,
+              "upsample_features": 8, "numerics": "official"}
+    fields.update(changes)
+    return HMANetConfig(**fields)
+
+
+def random_model(config: HMANetConfig, seed: int = 0) -> HMANet:
+    """``config``'s model with every parameter moved off its initialisation (no zero bias, no unit gain)."""
+    model = HMANet(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def image(channels: int = 3, height: int = 9, width: int = 11, seed: int = 1) -> torch.Tensor:
+    return torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def same_config(a: HMANetConfig, b: HMANetConfig) -> bool:
+    """Equal in everything but stochastic depth (not in the weights, irrelevant in eval mode)."""
+    return dataclasses.replace(a, drop_path_rate=0.0) == dataclasses.replace(b, drop_path_rate=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    """HMANet in spandrel's real MAIN_REGISTRY, registered twice (the second call must change nothing)."""
+    first = register()
+    second = register()
+    assert first is second
+    return first
+
+
+WRAPPERS = {
+    "bare": lambda state: state,
+    "params_ema": lambda state: {"params_ema": state},
+    "params": lambda state: {"params": state},
+}
+
+
+def assert_loads_as(descriptor, model: HMANet, x: torch.Tensor) -> None:
+    """``descriptor`` wraps a gridattn HMANet with ``model``'s configuration and computes exactly what it does."""
+    config = model.config
+    assert isinstance(descriptor, spandrel.ImageModelDescriptor)
+    assert descriptor.architecture is ARCHITECTURE and descriptor.architecture.id == ARCH_ID
+    assert descriptor.purpose == "SR"
+    assert descriptor.scale == config.scale
+    assert descriptor.input_channels == descriptor.output_channels == config.in_channels
+    assert descriptor.size_requirements.none  # any size: the model pads internally
+    assert descriptor.supports_bfloat16 and not descriptor.supports_half
+    assert isinstance(descriptor.model, HMANet)
+    assert same_config(descriptor.model.config, config)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(descriptor.model(x), expected)
+    called = descriptor(x)  # spandrel's call API: inference mode, clamped to [0, 1]
+    assert called.shape == (1, config.in_channels, config.scale * x.shape[2], config.scale * x.shape[3])
+    assert torch.equal(called, expected.clamp(0, 1))
+
+
+# --- registration -------------------------------------------------------------------------------------------
+
+def test_register_adds_one_entry_once_and_first_in_detection_order():
+    registry = spandrel.MAIN_REGISTRY.copy()  # a private copy: the real one already has HMANet (fixture)
+    assert sum(support.architecture.id == ARCH_ID for support in spandrel.MAIN_REGISTRY) == 1
+    fresh = spandrel.ArchRegistry()
+    fresh.add(*[s for s in spandrel.MAIN_REGISTRY if s.architecture.id != ARCH_ID])
+    count = len(fresh)
+    entry = register(fresh)
+    assert register(fresh) is entry and len(fresh) == count + 1
+    order = [support.architecture.id for support in fresh.architectures("detection")]
+    assert order[0] == ARCH_ID and order.count(ARCH_ID) == 1
+    # insertion order of the others is kept
+    assert order[1:] == [s.architecture.id for s in fresh.architectures("insertion") if s.architecture.id != ARCH_ID]
+    assert len(registry) == len(spandrel.MAIN_REGISTRY)
+
+
+def test_register_keeps_a_foreign_architecture_with_the_same_id():
+    class Other(spandrel.Architecture):
+        def __init__(self):
+            super().__init__(id=ARCH_ID, detect=lambda state: False)
+
+        def load(self, state_dict):  # pragma: no cover - never detected
+            raise AssertionError
+
+    registry = spandrel.ArchRegistry()
+    foreign = spandrel.ArchSupport.from_architecture(Other())
+    registry.add(foreign)
+    with pytest.warns(RuntimeWarning, match="already has an architecture"):
+        assert register(registry) is foreign
+    assert len(registry) == 1
+
+
+def test_no_builtin_detector_claims_hmanet():
+    """Detection order is a safeguard only: none of spandrel's own detectors takes an HMANet state dict."""
+    state = to_official_state_dict(random_model(tiny_config()))
+    claimed = [s.architecture.id for s in spandrel.MAIN_REGISTRY if s.architecture.id != ARCH_ID and s.detect(state)]
+    assert claimed == []
+
+
+# --- official checkpoints -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_official_layout_files_load_through_model_loader(scale, wrapper, tmp_path):
+    model = random_model(tiny_config(scale), seed=scale)
+    path = tmp_path / f"hmanet_x{scale}.pth"
+    torch.save(WRAPPERS[wrapper](to_official_state_dict(model)), path)
+    assert_loads_as(spandrel.ModelLoader().load_from_file(path), model, image())
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_official_layout_state_dicts_load_through_model_loader(scale, wrapper):
+    model = random_model(tiny_config(scale, in_channels=1 if scale == 3 else 3), seed=10 + scale)
+    state = WRAPPERS[wrapper](to_official_state_dict(model))
+    assert_loads_as(spandrel.ModelLoader().load_from_state_dict(state), model, image(model.config.in_channels))
+
+
+def test_safetensors_file(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    model = random_model(tiny_config(4, qkv_bias=False, window_size=8, embed_dim=24, num_heads=(4,)), seed=3)
+    path = tmp_path / "hmanet_x4.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in to_official_state_dict(model).items()}, str(path))
+    assert_loads_as(spandrel.ModelLoader().load_from_file(path), model, image(height=5, width=13))
+
+
+@pytest.mark.parametrize("name", [name for name in sorted(CASES) if "reduced" in name])
+def test_official_code_outputs_through_spandrel(name):
+    """Seeded weights that the official implementation ran (tests/fixtures): spandrel's descriptor gives the
+    official code's outputs."""
+    expected = torch.load(os.path.join(FIXTURES, FIXTURE), weights_only=True)[name]
+    descriptor = spandrel.ModelLoader().load_from_state_dict({"params_ema": official_state(name)})
+    assert same_config(descriptor.model.config, config_of(name))
+    with torch.no_grad():
+        torch.testing.assert_close(descriptor.model(input_of(name)), expected, rtol=0, atol=1e-5)
+
+
+@given(
+    scale=st.sampled_from([2, 3, 4]),
+    embed_dim=st.sampled_from([8, 16, 24]),
+    depths=st.lists(st.integers(1, 2), min_size=1, max_size=2),
+    heads=st.sampled_from([2, 4]),
+    window_size=st.sampled_from([4, 8]),
+    in_channels=st.sampled_from([1, 3]),
+    mlp_ratio=st.sampled_from([1.0, 2.0]),
+    qkv_bias=st.booleans(),
+    upsample_features=st.sampled_from([4, 8]),
+    size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+)
+def test_hyperparameters_are_read_off_the_shapes(scale, embed_dim, depths, heads, window_size, in_channels, mlp_ratio,
+                                                 qkv_bias, upsample_features, size):
+    if (embed_dim // 4) % (heads // 2):
+        heads = 2
+    config = tiny_config(scale, embed_dim=embed_dim, depths=tuple(depths), num_heads=(heads,) * len(depths),
+                         window_size=window_size, in_channels=in_channels, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                         upsample_features=upsample_features)
+    model = random_model(config, seed=scale * embed_dim)
+    state = to_official_state_dict(model)
+    assert detect(state)
+    assert_loads_as(spandrel.ModelLoader().load_from_state_dict(state), model, image(in_channels, *size))
+
+
+# --- gridattn's own files -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_save_hmanet_file_of_an_official_numerics_model(suffix, tmp_path):
+    pytest.importorskip("safetensors")
+    model = random_model(tiny_config(3), seed=5)
+    path = tmp_path / f"model{suffix}"
+    save_hmanet(model, path)
+    assert_loads_as(spandrel.ModelLoader().load_from_file(path), model, image())
+    assert_loads_as(load_descriptor(path), model, image())
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_save_hmanet_file_whose_configuration_the_weights_do_not_show(suffix, tmp_path):
+    """spandrel unwraps params_ema (or reads safetensors without metadata) and drops gridattn_config: the model
+    is configured as an official one (documented). load_descriptor keeps the stored configuration."""
+    pytest.importorskip("safetensors")
+    model = random_model(hmanet_config(2, "tiny").replace(embed_dim=16, num_heads=(2, 2), window_size=4), seed=6)
+    assert model.config.numerics == "corrected" and model.config.image_skip
+    path = tmp_path / f"model{suffix}"
+    save_hmanet(model, path)
+    via_spandrel = spandrel.ModelLoader().load_from_file(path)
+    assert via_spandrel.model.config.numerics == "official" and not via_spandrel.model.config.image_skip
+    assert_loads_as(load_descriptor(path), model, image())
+
+
+def test_bare_state_dict_with_gridattn_config_keeps_it():
+    model = random_model(hmanet_config(4, "tiny").replace(embed_dim=16, num_heads=(2, 2), window_size=4), seed=7)
+    config = dataclasses.asdict(model.config)
+    state = {**to_official_state_dict(model), "gridattn_config": config}
+    assert_loads_as(spandrel.ModelLoader().load_from_state_dict(state), model, image())
+    assert_loads_as(load_descriptor(state), model, image())
+
+
+# --- what it must not claim, and errors ---------------------------------------------------------------------
+
+def _other_models():
+    from spandrel.architectures.ATD import ATD
+    from spandrel.architectures.DRCT import DRCT
+    from spandrel.architectures.HAT import HAT
+    from spandrel.architectures.SwinIR import SwinIR
+
+    small = {"embed_dim": 12, "depths": (1,), "num_heads": (2,), "window_size": 4, "upscale": 2}
+    return {
+        "HAT": HAT(**small, num_feat=8, squeeze_factor=3),
+        "SwinIR": SwinIR(**small, upsampler="pixelshuffle"),
+        "DRCT": DRCT(**small, upsampler="pixelshuffle", gc=8),
+        # ATD's detector needs a second layer in the first group
+        "ATD": ATD(**{**small, "depths": (2,)}, upsampler="pixelshuffle", category_size=16, num_tokens=8),
+    }
+
+
+def test_related_architectures_are_not_claimed():
+    """HAT, SwinIR, DRCT and ATD share HMANet's key naming (conv_first, layers.N.residual_group, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.meshgrid's indexing warning inside spandrel's models
+        models = _other_models()
+    for arch_id, model in models.items():
+        state = model.state_dict()
+        assert not detect(state), arch_id
+        assert spandrel.ModelLoader().load_from_state_dict(state).architecture.id == arch_id
+
+
+def test_broken_hmanet_state_dicts_give_clear_errors():
+    state = to_official_state_dict(random_model(tiny_config(2)))
+    missing = {k: v for k, v in state.items() if k != "layers.0.residual_group.blocks.1.mlp.fc2.weight"}
+    with pytest.raises(CheckpointError, match=r"missing \(1\): layers\.0\.residual_group\.blocks\.1\.mlp\.fc2\.weight"):
+        spandrel.ModelLoader().load_from_state_dict(missing)
+    misshaped = {**state, "conv_after_body.weight": torch.zeros(16, 16, 1, 1)}
+    with pytest.raises(CheckpointError, match=r"mis-shaped \(1\): conv_after_body\.weight"):
+        spandrel.ModelLoader().load_from_state_dict(misshaped)
+    extra = {**state, "layers.0.residual_group.extra.weight": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"unexpected \(1\): layers\.0\.residual_group\.extra\.weight"):
+        spandrel.ModelLoader().load_from_state_dict(extra)
+    upsampler = {**state, "upsample.0.weight": torch.zeros(8 * 5, 8, 3, 3)}
+    with pytest.raises(CheckpointError, match="unsupported upsampler"):
+        spandrel.ModelLoader().load_from_state_dict(upsampler)
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        spandrel.ModelLoader().load_from_state_dict({**state, "gridattn_config": "{"})
+    with pytest.raises(CheckpointError, match="does not know: colour"):
+        spandrel.ModelLoader().load_from_state_dict({**state, "gridattn_config": {"colour": 1}})
+    # without a GAB's grid attention it is no HMANet, and nothing else claims it either
+    no_grid = {k: v for k, v in state.items() if ".grid_attn." not in k}
+    assert not detect(no_grid)
+    with pytest.raises(spandrel.UnsupportedModelError):
+        spandrel.ModelLoader().load_from_state_dict(no_grid)
+
+
+# --- precision and sizes ------------------------------------------------------------------------------------
+
+def test_bfloat16_runs_and_half_is_refused():
+    model = random_model(tiny_config(2), seed=8)
+    descriptor = spandrel.ModelLoader().load_from_state_dict(to_official_state_dict(model))
+    x = image()
+    with pytest.raises(spandrel.UnsupportedDtypeError):
+        descriptor.half()
+    descriptor.bfloat16()
+    assert descriptor.dtype == torch.bfloat16
+    y = descriptor(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    with torch.no_grad():
+        torch.testing.assert_close(y.float(), model(x).clamp(0, 1), rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 7), (16, 5)])
+def test_any_size_without_padding_by_spandrel(size):
+    model = random_model(tiny_config(4, window_size=8), seed=9)
+    descriptor = spandrel.ModelLoader().load_from_state_dict(to_official_state_dict(model))
+    assert_loads_as(descriptor, model, image(3, *size))
+
+
+def test_architecture_instances_are_independent_of_the_registry():
+    """HMANetArch works on its own (a custom registry, or called directly)."""
+    model = random_model(tiny_config(2), seed=11)
+    assert_loads_as(ARCHITECTURE.load(to_official_state_dict(model)), model, image())
+    assert isinstance(ARCHITECTURE, HMANetArch)
