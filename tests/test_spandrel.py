@@ -129,6 +129,21 @@ def test_register_keeps_a_foreign_architecture_with_the_same_id():
     assert len(registry) == 1
 
 
+def test_register_respects_architectures_that_come_before_it():
+    class Early(spandrel.Architecture):
+        def __init__(self):
+            super().__init__(id="Early", detect=lambda state: False)
+
+        def load(self, state_dict):  # pragma: no cover - never detected
+            raise AssertionError
+
+    registry = spandrel.ArchRegistry()
+    registry.add(*[s for s in spandrel.MAIN_REGISTRY if s.architecture.id == "HAT"])
+    registry.add(spandrel.ArchSupport.from_architecture(Early(), before=(ARCH_ID,)))
+    register(registry)
+    assert [s.architecture.id for s in registry.architectures("detection")] == ["Early", ARCH_ID, "HAT"]
+
+
 def test_no_builtin_detector_claims_hmanet():
     """Detection order is a safeguard only: none of spandrel's own detectors takes an HMANet state dict."""
     state = to_official_state_dict(random_model(tiny_config()))

@@ -181,8 +181,8 @@ def _is_ours(support: ArchSupport) -> bool:
 def register(registry: ArchRegistry | None = None) -> ArchSupport:
     """Add HMANet to ``registry`` (spandrel's ``MAIN_REGISTRY`` when ``None``) and return its entry.
 
-    HMANet is placed before every architecture already in the registry in detection order, so that no
-    broader detector claims an HMANet checkpoint first; its own detector needs HMANet-only keys and claims
+    HMANet is placed before every architecture already in the registry in detection order (but those that
+    ask to come before it), so that no broader detector claims an HMANet checkpoint first; its own detector needs HMANet-only keys and claims
     nothing else. Idempotent: once registered, a second call changes nothing and returns the same entry. If the
     registry holds another architecture under the id ``"HMANet"``, that one is kept, with a warning.
     """
@@ -198,7 +198,9 @@ def register(registry: ArchRegistry | None = None) -> ArchSupport:
                 stacklevel=2,
             )
         return existing
-    others = tuple(support.architecture.id for support in registry.architectures("insertion"))
+    # every architecture already there, but those that ask to come before HMANet (that would be a cycle)
+    others = tuple(support.architecture.id for support in registry.architectures("insertion")
+                   if ARCH_ID not in support.before)
     registry.add(ArchSupport.from_architecture(ARCHITECTURE, before=others), ignore_duplicates=True)
     return registry[ARCH_ID]
 
