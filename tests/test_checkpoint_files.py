@@ -45,7 +45,8 @@ def test_safetensors_metadata_names_configuration_and_numerics(tiny_model, saved
         keys = set(handle.keys())
     assert metadata["numerics"] == "official" and metadata["scale"] == "3"
     assert json.loads(metadata["gridattn_config"])["numerics"] == "official"
-    assert keys == set(to_official_state_dict(tiny_model))  # the official layout, loadable by the official code
+    # the official layout, and the configuration as a tensor too (for loaders that drop metadata)
+    assert keys == set(to_official_state_dict(tiny_model)) | {"gridattn_config"}
     corrected = HMANet(hmanet_config(2, "tiny"))
     path = saved["safetensors"].with_name("corrected.safetensors")
     save_hmanet(corrected, path)
@@ -118,8 +119,10 @@ def test_hostile_contents_give_clear_errors(tiny_model, tmp_path):
         load_hmanet({"params_ema": state, "gridattn_config": {"scale": 3, "future": 1}})
     with pytest.raises(CheckpointError, match="not a valid HMANet configuration"):
         load_hmanet({"params_ema": state, "gridattn_config": {"scale": 5}})
-    with pytest.raises(CheckpointError, match="must be a mapping"):
+    with pytest.raises(CheckpointError, match="not valid JSON"):
         load_hmanet({"params_ema": state, "gridattn_config": "x3"})
+    with pytest.raises(CheckpointError, match="must be a mapping"):
+        load_hmanet({"params_ema": state, "gridattn_config": [3]})
     with pytest.raises(CheckpointError, match="must be a dict of tensors"):
         load_hmanet([1, 2])
     with pytest.raises(TypeError, match="saves a gridattn HMANet"):

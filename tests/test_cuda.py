@@ -111,3 +111,36 @@ def test_sdpa_runs_a_fused_kernel_for_hmanet_head_widths(dtype):
     names = [e.key.lower() for e in prof.key_averages()]
     assert any(("fmha" in n or "flash" in n or "efficient" in n or "cudnn" in n) for n in names), names
     assert not any("softmax_warp" in n for n in names), "the attention fell back to an explicit softmax"
+
+
+@pytest.mark.parametrize("preset, scale, size", [("tiny", 2, (37, 53)), ("official", 4, (64, 64)),
+                                                  ("official", 4, (128, 96)), ("official", 2, (200, 136)),
+                                                  ("official", 3, (256, 256))])
+def test_memory_estimate_bounds_the_measured_cuda_peak(preset, scale, size):
+    """HMANet.estimate_inference_memory lies between the allocator's peak of a no-grad forward (weights
+    included) and three times it, so upscale refuses only images that would not fit."""
+    torch.cuda.empty_cache()
+    model = HMANet(hmanet_config(scale, preset)).cuda().eval()
+    x = torch.rand(1, 3, *size, device="cuda")
+    with torch.no_grad():
+        model(x)  # caches and kernels chosen
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        model(x)
+        torch.cuda.synchronize()
+    measured = torch.cuda.max_memory_allocated()
+    estimate = model.estimate_inference_memory(*size)
+    print(f"{preset} x{scale} {size}: measured {measured / 2**30:.3f} GiB, estimate {estimate / 2**30:.3f} GiB")
+    assert measured <= estimate <= 3 * measured
+
+
+def test_upscale_on_cuda_refuses_what_cannot_fit_and_runs_what_can():
+    from gridattn.inference import ImageTooLargeError, available_memory, upscale
+
+    model = HMANet(hmanet_config(4)).cuda().eval()
+    image = torch.rand(1, 3, 4000, 4000)
+    assert model.estimate_inference_memory(4000, 4000) > available_memory("cuda")
+    with pytest.raises(ImageTooLargeError, match="on cuda"):
+        upscale(model, image)
+    out = upscale(model, np.zeros((50, 70, 3), np.uint8))
+    assert out.shape == (200, 280, 3)

@@ -17,20 +17,18 @@ The model inside the descriptor (``descriptor.model``) is :class:`gridattn.model
 :func:`~gridattn.models.checkpoint.from_official_state_dict` (strict: a checkpoint that does not fit exactly
 raises :class:`~gridattn.models.checkpoint.CheckpointError` listing missing, unexpected and mis-shaped keys).
 
-What spandrel passes on is only the state dict: it unwraps ``params_ema`` / ``params`` itself and drops every
-other top-level entry, :func:`~gridattn.models.save_hmanet`'s ``gridattn_config`` included. A model is then
-configured from its weights alone, as an official checkpoint: official numerics, no image skip, grid interval 4,
-the official image range and mean. Files of models that differ in one of these (gridattn's default
-``numerics="corrected"``, the ``tiny`` / ``small`` presets' ``image_skip``) load through spandrel without error
-but compute something else; :func:`load_descriptor` reads such files with their stored configuration and gives
-the same descriptor type. A state dict that carries ``gridattn_config`` next to its weights (bare, not wrapped)
-keeps it through spandrel and is configured by it.
+What spandrel passes on is only the state dict: it unwraps ``params_ema`` / ``params`` itself, drops every
+other top-level entry and ignores safetensors metadata. :func:`~gridattn.models.save_hmanet` therefore also
+writes a model's configuration into ``.safetensors`` files as a tensor entry ``gridattn_config``, which this
+architecture reads: such files load through spandrel with their numerics mode, image skip and interval.
+``.pth`` files written by ``save_hmanet`` keep the configuration beside ``params_ema`` (so that the official
+code loads them strictly), which spandrel drops: they are configured from their weights alone, as official
+checkpoints (official numerics, no image skip, interval 4), which is right only for such models.
+:func:`load_descriptor` reads any of these files with gridattn's reader and keeps the configuration.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -56,7 +54,7 @@ except ImportError as error:  # pragma: no cover - exercised only without spandr
         "torchvision, which must match the installed torch)"
     ) from error
 
-from ..models.checkpoint import CONFIG_KEY, CheckpointError, _read, from_official_state_dict, infer_config
+from ..models.checkpoint import hmanet_from_state_dict, load_hmanet
 from ..models.hmanet import HMANet, HMANetConfig
 
 __all__ = ["ARCHITECTURE", "ARCH_ID", "HMANetArch", "detect", "load_descriptor", "register"]
@@ -93,25 +91,6 @@ detect = KeyCondition.has_all(
 )
 
 
-def _config_from_entry(entry: Any) -> HMANetConfig:
-    """An :class:`HMANetConfig` from a ``gridattn_config`` entry (a mapping, or its JSON text)."""
-    if isinstance(entry, str):
-        try:
-            entry = json.loads(entry)
-        except json.JSONDecodeError as error:
-            raise CheckpointError(f"{CONFIG_KEY!r} is not valid JSON: {error}") from None
-    if not isinstance(entry, Mapping):
-        raise CheckpointError(f"{CONFIG_KEY!r} must be a mapping of HMANetConfig fields, got {type(entry).__name__}")
-    fields = {f.name for f in dataclasses.fields(HMANetConfig)}
-    unknown = sorted(set(entry) - fields)
-    if unknown:
-        raise CheckpointError(f"{CONFIG_KEY!r} has fields HMANetConfig does not know: {', '.join(unknown)}")
-    try:
-        return HMANetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{CONFIG_KEY!r} is not a valid HMANet configuration: {error}") from None
-
-
 def _tags(config: HMANetConfig) -> list[str]:
     depths = "-".join(str(d) for d in config.depths)
     tags = [f"{config.embed_dim}dim", f"depths{depths}", f"w{config.window_size}i{config.interval}",
@@ -130,26 +109,18 @@ class HMANetArch(Architecture[HMANet]):
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[HMANet]:
         """Configure and fill an :class:`HMANet` from ``state_dict`` (official layout, already unwrapped).
 
-        A ``gridattn_config`` entry in the dict configures the model; otherwise :func:`infer_config` reads the
-        configuration off the shapes. Raises :class:`CheckpointError` when the weights do not fit.
+        A ``gridattn_config`` entry in the dict (safetensors files written by :func:`save_hmanet` carry one as
+        a tensor) configures the model; otherwise :func:`infer_config` reads the configuration off the
+        shapes. Raises :class:`CheckpointError` when the weights do not fit.
         """
-        config = None
-        if CONFIG_KEY in state_dict:
-            config = _config_from_entry(state_dict[CONFIG_KEY])
-            state_dict = {k: v for k, v in state_dict.items() if k != CONFIG_KEY}
-        return self.descriptor(state_dict, config)
+        return self.descriptor(hmanet_from_state_dict(state_dict))
 
-    def descriptor(
-        self, state: Mapping[str, torch.Tensor], config: HMANetConfig | None = None
-    ) -> ImageModelDescriptor[HMANet]:
-        """The descriptor of the HMANet with weights ``state`` and ``config`` (from the shapes when ``None``)."""
-        if config is None:
-            config = infer_config(state)
-        model = HMANet(config)
-        weights = from_official_state_dict(model, state)  # strict; raises CheckpointError listing all problems
+    def descriptor(self, model: HMANet) -> ImageModelDescriptor[HMANet]:
+        """The spandrel descriptor of a gridattn HMANet (its weights as they are)."""
+        config = model.config
         descriptor = ImageModelDescriptor(
             model,
-            weights,
+            model.state_dict(),
             architecture=self,
             purpose="SR",
             tags=_tags(config),
@@ -216,7 +187,4 @@ def load_descriptor(
     image skip, interval) and reads ``.safetensors`` metadata; otherwise the same as :meth:`HMANetArch.load`:
     official checkpoints (bare, ``params_ema``, ``params``) are configured from their shapes.
     """
-    state, stored = _read(source, map_location)
-    config = _config_from_entry(stored) if stored is not None else None
-    state = {k: v for k, v in state.items() if k != CONFIG_KEY}  # a bare dict keeps its config entry
-    return ARCHITECTURE.descriptor(state, config).to(torch.device(map_location))
+    return ARCHITECTURE.descriptor(load_hmanet(source, map_location=map_location))

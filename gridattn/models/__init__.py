@@ -3,6 +3,7 @@
 from .checkpoint import (
     CheckpointError,
     from_official_state_dict,
+    hmanet_from_state_dict,
     infer_config,
     load_hmanet,
     save_hmanet,
@@ -16,6 +17,7 @@ __all__ = [
     "HMANetConfig",
     "from_official_state_dict",
     "hmanet_config",
+    "hmanet_from_state_dict",
     "hmanet_x2",
     "hmanet_x3",
     "hmanet_x4",

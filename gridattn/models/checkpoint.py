@@ -157,13 +157,7 @@ def _read_safetensors(path: str, map_location) -> tuple[dict[str, torch.Tensor],
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # SafetensorError for a bad header, OSError / RuntimeError for truncated data
         raise _damaged(path, error) from error
-    if CONFIG_KEY not in metadata:
-        return state, None
-    try:
-        config = json.loads(metadata[CONFIG_KEY])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"checkpoint {path}: metadata {CONFIG_KEY!r} is not valid JSON ({error})") from None
-    return state, config
+    return state, metadata.get(CONFIG_KEY)
 
 
 def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[Mapping[str, Any], Any]:
@@ -192,7 +186,15 @@ def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[
 
 
 def _stored_config(stored: Any) -> HMANetConfig:
-    """The configuration saved by :func:`save_hmanet`, validated."""
+    """The configuration saved by :func:`save_hmanet` (a mapping, its JSON text, or a uint8 tensor of that
+    text), validated."""
+    if isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8 and stored.dim() == 1:
+        stored = bytes(stored.tolist()).decode("utf-8", errors="replace")
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{CONFIG_KEY!r} is not valid JSON ({error})") from None
     if not isinstance(stored, Mapping):
         raise CheckpointError(f"{CONFIG_KEY!r} must be a mapping of HMANetConfig fields, got {type(stored).__name__}")
     fields = {f.name for f in dataclasses.fields(HMANetConfig)}
@@ -279,19 +281,35 @@ def load_hmanet(
         >>> model = load_hmanet("HMA_SRx4.pth", scale=4)  # the released checkpoint, official numerics
     """
     state, stored = _read(source, map_location)
+    model = hmanet_from_state_dict(state, stored)
+    if scale is not None and scale != model.config.scale:
+        raise CheckpointError(f"checkpoint is a x{model.config.scale} model, but scale {scale} was requested")
+    return model.to(map_location).eval()
+
+
+def hmanet_from_state_dict(state: Mapping[str, Any], config: Any = None) -> HMANet:
+    """Build and fill an HMANet from an official-layout state dict (already unwrapped from ``params_ema``).
+
+    The configuration is ``config``, else a ``gridattn_config`` entry of ``state`` (a mapping, its JSON text, or
+    a uint8 tensor of that text, as :func:`save_hmanet` writes into safetensors files), else read off the
+    shapes by :func:`infer_config` (official numerics).
+
+    Raises:
+        CheckpointError: as :func:`load_hmanet`.
+    """
+    if CONFIG_KEY in state:
+        config = state[CONFIG_KEY] if config is None else config
+        state = {k: v for k, v in state.items() if k != CONFIG_KEY}
     not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise CheckpointError(f"checkpoint entries that are not tensors: {', '.join(not_tensors[:12])}")
-    config = _stored_config(stored) if stored is not None else infer_config(state)
-    if scale is not None and scale != config.scale:
-        raise CheckpointError(f"checkpoint is a x{config.scale} model, but scale {scale} was requested")
-    model = HMANet(config)
+    model = HMANet(_stored_config(config) if config is not None else infer_config(state))
     weights = from_official_state_dict(model, state)
     broken = sorted(official_key(k) for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if broken:  # such a model would answer every image with NaN
         raise CheckpointError(f"checkpoint has NaN or infinite weights in: {', '.join(broken[:12])}")
     model.load_state_dict(weights, strict=True)
-    return model.to(map_location).eval()
+    return model.eval()
 
 
 def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
@@ -299,7 +317,8 @@ def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
 
     A path ending in ``.safetensors`` writes a safetensors file (no pickle: safe to load from anyone) whose
     metadata holds ``gridattn_config`` (JSON of :class:`HMANetConfig`), ``numerics``, ``scale`` and
-    ``gridattn_version``. Any other path writes a ``torch.save`` file ``{"params_ema": weights,
+    ``gridattn_version``; the JSON is also stored as a uint8 tensor ``gridattn_config``, so that loaders
+    that read only tensors (spandrel) configure the model the same way. Any other path writes a ``torch.save`` file ``{"params_ema": weights,
     "gridattn_config": config}``, which :func:`load_hmanet` reads with ``weights_only=True``.
 
     Either way the official code can load the weights (same outputs only for official numerics without
@@ -323,6 +342,9 @@ def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
         metadata = {CONFIG_KEY: json.dumps(config), "numerics": model.config.numerics,
                     "scale": str(model.config.scale), "gridattn_version": __version__}
         # safetensors stores each tensor once, dense: no views or shared storage
-        save_file({k: v.detach().contiguous().clone().cpu() for k, v in weights.items()}, path, metadata=metadata)
+        tensors = {k: v.detach().contiguous().clone().cpu() for k, v in weights.items()}
+        # the configuration also as a uint8 tensor of its JSON: loaders that keep only tensors (spandrel) keep it
+        tensors[CONFIG_KEY] = torch.tensor(list(metadata[CONFIG_KEY].encode()), dtype=torch.uint8)
+        save_file(tensors, path, metadata=metadata)
         return
     torch.save({"params_ema": weights, CONFIG_KEY: config}, path)
