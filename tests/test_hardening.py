@@ -45,12 +45,17 @@ SPECIAL = [0.0, float("nan"), float("inf"), -float("inf"), 1e30]
 
 
 @st.composite
-def arbitrary_tensors(draw, channels: int, max_side: int = 7):
-    """Any rank 0-5, any sizes (0 included, the right channel count likely), any dtype, special values."""
-    rank = draw(st.integers(0, 5))
-    shape = [draw(st.integers(0, max_side)) for _ in range(rank)]
-    if rank and draw(st.booleans()):
-        shape[-1 if draw(st.booleans()) else min(1, rank - 1)] = channels
+def arbitrary_tensors(draw, channels: int, channel_dim: int = -1, max_side: int = 7):
+    """Half the time a well-formed 4-D map (``channels`` at ``channel_dim``, sides >= 1), otherwise any rank 0-5
+    and any sizes (0 included); any dtype; sometimes a NaN, Inf or huge value."""
+    if draw(st.booleans()):
+        shape = [draw(st.integers(1, max_side)) for _ in range(4)]
+        shape[channel_dim] = channels
+    else:
+        rank = draw(st.integers(0, 5))
+        shape = [draw(st.integers(0, max_side)) for _ in range(rank)]
+        if rank and draw(st.booleans()):
+            shape[-1 if draw(st.booleans()) else min(1, rank - 1)] = channels
     dtype = draw(st.sampled_from(DTYPES))
     x = torch.rand(shape, dtype=torch.float64)
     special = draw(st.sampled_from(SPECIAL))
@@ -74,21 +79,21 @@ def _answers_or_refuses(module, x, expected_shape):
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(x=arbitrary_tensors(DIM))
-def test_layers_answer_or_refuse_any_tensor(name, x):
+@given(x=arbitrary_tensors(DIM), weights=st.sampled_from([torch.float32, torch.float64, "input"]))
+def test_layers_answer_or_refuse_any_tensor(name, x, weights):
     layer = LAYERS[name]().eval()
-    if x.dtype in (torch.float16, torch.bfloat16, torch.float64):
+    if weights == "input" and x.is_floating_point():
         layer = layer.to(x.dtype)
+    elif weights == torch.float64:
+        layer = layer.double()
     _answers_or_refuses(layer, x, lambda t: tuple(t.shape))
 
 
-@given(x=arbitrary_tensors(3, max_side=9))
-def test_hmanet_answers_or_refuses_any_tensor(x):
+@settings(max_examples=20)
+@given(x=arbitrary_tensors(3, channel_dim=1, max_side=9), double=st.booleans())
+def test_hmanet_answers_or_refuses_any_tensor(x, double):
     model = HMANet(hmanet_config(2, "tiny")).eval()
-    if x.dtype == torch.float64:
-        model = model.double()
-    _answers_or_refuses(model, x, lambda t: (t.shape[0], 3, 2 * t.shape[2], 2 * t.shape[3]))
+    _answers_or_refuses(model.double() if double else model, x, lambda t: (t.shape[0], 3, 2 * t.shape[2], 2 * t.shape[3]))
 
 
 @st.composite
