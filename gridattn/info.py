@@ -14,8 +14,10 @@ import torch
 from ._version import __version__
 from .functional.backends import BACKENDS, attention, get_default_backend, unavailable_reason
 
-OPTIONAL_PACKAGES = ("safetensors", "xformers", "onnx", "onnxruntime", "onnxscript", "spandrel", "scikit-image")
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+__all__ = ["collect_info", "devices", "format_info"]
+
+_OPTIONAL_PACKAGES = ("safetensors", "xformers", "onnx", "onnxruntime", "onnxscript", "spandrel", "scikit-image")
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _version(package: str) -> str | None:
@@ -66,12 +68,12 @@ def collect_info() -> dict:
     versions = {"gridattn": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "cuda (torch build)": torch.version.cuda or "none (CPU build)",
                 "cpu threads": str(torch.get_num_threads())}
-    versions.update({name: _version(name) for name in OPTIONAL_PACKAGES})
+    versions.update({name: _version(name) for name in _OPTIONAL_PACKAGES})
     report: dict = {"versions": versions, "default_backend": get_default_backend(), "devices": {}}
     for device in devices():
         name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
         support = {}
-        for dtype in DTYPES:
+        for dtype in _DTYPES:
             dtype_name = str(dtype).removeprefix("torch.")
             support[dtype_name] = {backend: _try_attention(backend, device, dtype) or "ok" for backend in BACKENDS}
         report["devices"][device] = {"name": name, "attention": support}
