@@ -156,10 +156,13 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
     return chw.to(torch.float32 if array.dtype != np.float64 else torch.float64), back_float
 
 
-def _check_values(x: torch.Tensor) -> None:
-    """Float images must be finite and lie in [0, 1] (a float image in [0, 255] is the usual mistake)."""
+def _check_values(x: torch.Tensor, unit_range: bool) -> None:
+    """Images must be finite; float image arrays must lie in [0, 1] (a float array in [0, 255] is the usual
+    mistake). Tensors may leave [0, 1]: a denoiser's noisy input, for example."""
     if not torch.isfinite(x).all():
         raise ValueError("the image contains NaN or infinite values")
+    if not unit_range:
+        return
     low, high = x.min().item(), x.max().item()
     if low < -1e-3 or high > 1 + 1e-3:
         raise ValueError(f"float images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] "
@@ -261,8 +264,9 @@ def upscale(
 
     Raises:
         ValueError: an image that is not ``(H, W)`` / ``(H, W, C)`` / ``(C, H, W)`` / ``(B, C, H, W)``, empty,
-            of an integer dtype other than ``uint8`` / ``uint16``, a float image with NaN / Inf or values
-            outside ``[0, 1]``, a channel count the model does not take, a tile overlap that leaves no step.
+            of an integer dtype other than ``uint8`` / ``uint16``, NaN / Inf values, a float array (not a
+            tensor) with values outside ``[0, 1]``, a channel count the model does not take, a tile overlap
+            that leaves no step.
         ImageTooLargeError: (a ``ValueError``) the forward would not fit in memory; the message gives a
             tile size that does.
 
@@ -276,8 +280,7 @@ def upscale(
     from tqdm.auto import tqdm
 
     x, back = _to_tensor(image)
-    if x.is_floating_point():
-        _check_values(x)
+    _check_values(x, unit_range=not isinstance(image, torch.Tensor))
     channels, multiple, device, dtype = _model_info(model)
     alpha = None
     if x.shape[1] == 4 and channels == 3:
