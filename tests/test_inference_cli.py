@@ -83,7 +83,7 @@ def test_image_kinds_round_trip():
     assert upscale(model, Image.fromarray(rgb)).size == (34, 26)
     assert upscale(model, rgb.astype(np.float32) / 255).dtype == np.float32
     assert upscale(model, torch.rand(3, 13, 17)).shape == (3, 26, 34)
-    with pytest.raises(ValueError, match="uint8 or float"):
+    with pytest.raises(ValueError, match="uint8, uint16 or float"):
         upscale(model, rgb.astype(np.int32))
 
 
