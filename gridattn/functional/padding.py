@@ -20,7 +20,25 @@ PAD_MODES: tuple[str, ...] = ("zero", "symmetric", "reflect", "replicate")
 def padded_size(height: int, width: int, multiple: int | tuple[int, int]) -> tuple[int, int]:
     """The smallest ``(H', W') >= (H, W)`` that are multiples of ``multiple``."""
     mh, mw = to_pair(multiple, "multiple")
-    return -(-height // mh) * mh, -(-width // mw) * mw
+    # (h + m - 1) // m, not -(-h // m): the ONNX exporter turns a floor division of symbolic sizes into a
+    # truncating one, wrong for negative operands
+    return (height + mh - 1) // mh * mh, (width + mw - 1) // mw * mw
+
+
+def _remainder(i: torch.Tensor, n: int) -> torch.Tensor:
+    """``i % n`` for ``i >= 0``, written so that the ONNX exporter also translates it for a symbolic ``n``."""
+    return i - torch.div(i, n, rounding_mode="floor") * n
+
+
+def _known_equal(new: int, old: int) -> bool:
+    """``new == old`` for ints; for symbolic sizes (torch.export with dynamic shapes) only when provable, so
+    that tracing does not specialise on one size: a size not known to need no padding is padded (by nothing
+    at run time when it needs none)."""
+    if not isinstance(new, torch.SymInt) and not isinstance(old, torch.SymInt):
+        return bool(new == old)
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    return statically_known_true(new == old)
 
 
 def _source_index(length: int, padded: int, mode: str, device: torch.device) -> torch.Tensor:
@@ -29,11 +47,11 @@ def _source_index(length: int, padded: int, mode: str, device: torch.device) -> 
     if mode == "replicate":
         return i.clamp(max=length - 1)
     if mode == "symmetric":  # edge repeated: ... c b a | a b c | c b a ...
-        i = i % (2 * length)
+        i = _remainder(i, 2 * length)
         return torch.where(i < length, i, 2 * length - 1 - i)
     if length == 1:  # reflect of a single sample has nothing to mirror but itself
         return torch.zeros_like(i)
-    i = i % (2 * length - 2)  # edge not repeated: ... b | a b c | b a ...
+    i = _remainder(i, 2 * length - 2)  # edge not repeated: ... b | a b c | b a ...
     return torch.where(i < length, i, 2 * length - 2 - i)
 
 
@@ -67,7 +85,7 @@ def pad_to_multiple(
         raise ValueError(f"cannot pad an empty spatial size {height}x{width}")
     new_h, new_w = padded_size(height, width, multiple)
     for dim, old, new in ((dim_h, height, new_h), (dim_w, width, new_w)):
-        if new == old:
+        if _known_equal(new, old):
             continue
         if mode == "zero":
             pad = [0, 0] * (x.dim() - 1 - dim) + [0, new - old]
@@ -77,9 +95,21 @@ def pad_to_multiple(
     return x
 
 
+def _crop_symbolic(x: torch.Tensor, dims: tuple[int, int], sizes: tuple[int, int]) -> torch.Tensor:
+    """:func:`unpad` of symbolic sizes (torch.export with dynamic shapes, for ONNX): ``narrow`` would add the
+    guard ``size <= padded size``, which the symbolic solver cannot prove for a padded size (a floor division),
+    so a crop that is not provably a no-op is an ``index_select`` (bounds checked at run time)."""
+    for dim, size in zip(dims, sizes):
+        if not _known_equal(x.shape[dim], size):
+            x = x.index_select(dim, torch.arange(size, device=x.device))
+    return x
+
+
 def unpad(x: torch.Tensor, height: int, width: int, *, dims: tuple[int, int] = (1, 2)) -> torch.Tensor:
     """Crop the spatial ``dims`` back to ``height x width`` (inverse of :func:`pad_to_multiple`)."""
     dim_h, dim_w = (d % x.dim() for d in dims)
+    if any(isinstance(v, torch.SymInt) for v in (x.shape[dim_h], x.shape[dim_w], height, width)):
+        return _crop_symbolic(x, (dim_h, dim_w), (height, width))
     if x.shape[dim_h] < height or x.shape[dim_w] < width:
         raise ValueError(f"cannot crop {x.shape[dim_h]}x{x.shape[dim_w]} to the larger size {height}x{width}")
     return x.narrow(dim_h, 0, height).narrow(dim_w, 0, width)

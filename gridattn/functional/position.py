@@ -18,8 +18,10 @@ def relative_position_rows(size: int | tuple[int, int], start: int, stop: int, d
     h, w = to_pair(size, "size")
     queries = torch.arange(start, stop, device=device)
     keys = torch.arange(h * w, device=device)
-    dy = torch.div(queries, w, rounding_mode="floor")[:, None] - torch.div(keys, w, rounding_mode="floor")[None, :]
-    dx = (queries % w)[:, None] - (keys % w)[None, :]
+    query_rows, key_rows = torch.div(queries, w, rounding_mode="floor"), torch.div(keys, w, rounding_mode="floor")
+    dy = query_rows[:, None] - key_rows[None, :]
+    # i - row * w, not i % w: the ONNX exporter cannot translate a remainder by a symbolic (dynamic) size
+    dx = (queries - query_rows * w)[:, None] - (keys - key_rows * w)[None, :]
     return (dy + h - 1) * (2 * w - 1) + (dx + w - 1)
 
 

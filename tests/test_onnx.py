@@ -1,0 +1,198 @@
+"""ONNX export of HMANet (gridattn.export): onnxruntime against PyTorch, fixed and dynamic sizes, errors.
+
+Tolerance: float32 graphs differ from PyTorch only in summation order (onnxruntime's MatMul / Conv kernels), which
+gives ~1e-7 to 1e-6 on these small models and ~1e-5 on the official 70M-parameter one
+(benchmarks/onnx_check.py); 1e-4 leaves that margin while a wrong mask, position bias, padding or crop changes
+outputs by 1e-3 or more (or their shape).
+
+Exports are slow (a dynamic one traces symbolic shapes: ~30-60 s on two busy cores), so the default run does one
+fixed and one dynamic export; the other configurations are marked slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+ort = pytest.importorskip("onnxruntime")
+
+from gridattn.export import (  # noqa: E402
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    MIN_OPSET,
+    OUTPUT_NAME,
+    export_onnx,
+    read_onnx_metadata,
+    verify_onnx,
+)
+from gridattn.models import HMANet, HMANetConfig, hmanet_config  # noqa: E402
+
+TOL = 1e-4
+# multiples of the window (8) and not, smaller than a window, and different from the traced 32x32
+DYNAMIC_SIZES = [(32, 32), (48, 40), (37, 53), (64, 64), (5, 3), (8, 17)]
+
+
+def small_model(scale: int = 4, numerics: str = "corrected", image_skip: bool = True, depths=(1,), seed: int = 0):
+    """Smallest HMANet with every kind of block: FusedConv, FAB, GAB (W-MSA, SW-MSA, grid attention)."""
+    torch.manual_seed(seed)
+    config = HMANetConfig(scale=scale, embed_dim=16, depths=depths, num_heads=(2,) * len(depths), window_size=8,
+                          upsample_features=16, drop_path_rate=0.0, numerics=numerics, image_skip=image_skip)
+    return HMANet(config).eval()
+
+
+def warm_caches(model: HMANet, *sizes) -> None:
+    """Fill the eval-mode caches (position biases, masks) for other sizes than the export's."""
+    with torch.no_grad():
+        for size in sizes:
+            model(torch.rand(1, 3, *size))
+
+
+def check_close(results, sizes, tol=TOL):
+    assert [size for size, _ in results] == [tuple(s) for s in sizes]
+    worst = max(diff for _, diff in results)
+    assert worst < tol, results
+
+
+@pytest.fixture(scope="module")
+def dynamic_export(tmp_path_factory):
+    model = small_model(scale=4, numerics="corrected", image_skip=True)
+    warm_caches(model, (24, 24), (37, 53))  # caches hold other sizes than the traced one: must not leak in
+    path = tmp_path_factory.mktemp("onnx") / "hmanet_dynamic.onnx"
+    info = export_onnx(model, path, dynamic=True, example_size=(32, 32))
+    return model, info
+
+
+def test_dynamic_export_matches_pytorch_at_other_sizes(dynamic_export):
+    model, info = dynamic_export
+    check_close(verify_onnx(info.path, model, DYNAMIC_SIZES), DYNAMIC_SIZES)
+    check_close(verify_onnx(info.path, model, [(17, 9)], batch_size=3), [(17, 9)])  # any batch
+
+
+def test_dynamic_export_graph_names_shapes_and_metadata(dynamic_export):
+    model, info = dynamic_export
+    import onnx
+
+    proto = onnx.load(str(info.path))
+    assert [i.name for i in proto.graph.input] == [INPUT_NAME] and [o.name for o in proto.graph.output] == [OUTPUT_NAME]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    out_dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert out_dims == ["batch", 3, "4*height", "4*width"]
+    assert info.dynamic and info.input_shape == (None, 3, None, None)
+    assert info.scale == 4 and info.opset == DEFAULT_OPSET
+    meta = read_onnx_metadata(info.path)
+    assert meta["scale"] == 4 and meta["dynamic"] is True and meta["numerics"] == "corrected"
+    assert meta["pad_multiple"] == model.config.pad_multiple
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+    assert HMANetConfig(**stored) == model.config
+    assert {p.key: p.value for p in proto.metadata_props} == info.metadata
+    session = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="(?i)rank"):  # the graph takes (B, C, H, W) only
+        session.run(None, {INPUT_NAME: np.zeros((3, 16, 16), np.float32)})
+
+
+def test_fixed_size_export(tmp_path):
+    model = small_model(scale=2, numerics="official", image_skip=False)
+    model.train()  # export must not change the caller's model
+    warm_caches(model.eval(), (16, 16))
+    model.train()
+    info = export_onnx(model, tmp_path / "sub" / "fixed.onnx", example_size=(20, 28))  # not a multiple of 8
+    assert model.training
+    assert info.input_shape == (1, 3, 20, 28) and info.output_shape == (1, 3, 40, 56) and not info.dynamic
+    check_close(verify_onnx(info.path, model, [(20, 28)]), [(20, 28)])
+    assert model.training  # verify_onnx restores the training flag too
+    with pytest.raises(ValueError, match="fixed to input shape"):
+        verify_onnx(info.path, model, [(20, 28), (32, 32)])
+    with pytest.raises(ValueError, match="fixed to batch 1"):
+        verify_onnx(info.path, model, [(20, 28)], batch_size=2)
+    assert read_onnx_metadata(info.path)["input_shape"] == [1, 3, 20, 28]
+
+
+class NotHMANet(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(model=NotHMANet()), TypeError, "HMANet"),
+        (dict(opset=MIN_OPSET - 1), ValueError, "opset"),
+        (dict(opset=99), ValueError, "opset"),
+        (dict(opset=18.0), ValueError, "opset"),
+        (dict(example_size=(16, 16, 3)), ValueError, "example_size"),
+        (dict(example_size=(0, 16)), ValueError, "example_size"),
+        (dict(example_size="16x16"), ValueError, "example_size"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(attention_backend="xformers"), ValueError, "attention_backend"),
+        (dict(dynamic="yes"), ValueError, "dynamic"),
+        (dict(dynamic=True, example_size=(8, 64)), ValueError, "padding multiple 8"),
+    ],
+)
+def test_export_argument_errors(tmp_path, kwargs, error, match):
+    args = dict(model=small_model(), path=tmp_path / "x.onnx") | kwargs
+    with pytest.raises(error, match=match):
+        export_onnx(**args)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("sizes", [[], [(0, 4)], [(4, 4, 4)], ["4x4"]])
+def test_verify_argument_errors(dynamic_export, sizes):
+    model, info = dynamic_export
+    with pytest.raises(ValueError, match="size"):
+        verify_onnx(info.path, model, sizes)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+def test_missing_packages_give_install_hint(tmp_path, monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'gridattn\[onnx\]'"):
+        export_onnx(small_model(), tmp_path / "x.onnx")
+
+
+def test_missing_onnxruntime_gives_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"gridattn\[onnx\]"):
+        verify_onnx(tmp_path / "x.onnx", small_model(), [(8, 8)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "scale, numerics, image_skip",
+    [(2, "corrected", False), (2, "official", True), (4, "official", False), (2, "corrected", True)],
+)
+def test_dynamic_export_configurations(tmp_path, scale, numerics, image_skip):
+    model = small_model(scale=scale, numerics=numerics, image_skip=image_skip, depths=(2,))
+    warm_caches(model, (40, 40))
+    info = export_onnx(model, tmp_path / "m.onnx", dynamic=True, example_size=(27, 41))  # not multiples
+    check_close(verify_onnx(info.path, model, DYNAMIC_SIZES), DYNAMIC_SIZES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset, backend", [(MIN_OPSET, "sdpa"), (20, "math"), (23, "sdpa")])
+def test_opsets_and_backends(tmp_path, opset, backend):
+    model = small_model(scale=2, numerics="corrected", image_skip=True)
+    info = export_onnx(model, tmp_path / "m.onnx", dynamic=True, opset=opset, attention_backend=backend)
+    assert info.opset == opset
+    import onnx
+
+    assert {o.domain: o.version for o in onnx.load(str(info.path)).opset_import}[""] == opset
+    check_close(verify_onnx(info.path, model, [(32, 32), (37, 53)]), [(32, 32), (37, 53)])
+
+
+@pytest.mark.slow
+def test_tiny_preset_fixed_and_dynamic(tmp_path):
+    torch.manual_seed(0)
+    model = HMANet(hmanet_config(3, "tiny")).eval()
+    fixed = export_onnx(model, tmp_path / "fixed.onnx", example_size=(24, 24), batch_size=2)
+    check_close(verify_onnx(fixed.path, model, [(24, 24)]), [(24, 24)])
+    dynamic = export_onnx(model, tmp_path / "dynamic.onnx", dynamic=True, example_size=(24, 24))
+    check_close(verify_onnx(dynamic.path, model, [(24, 24), (29, 31), (48, 64)]), [(24, 24), (29, 31), (48, 64)])
+    assert dataclasses.asdict(model.config) == read_onnx_metadata(dynamic.path)["config"] | {
+        "depths": model.config.depths, "num_heads": model.config.num_heads, "rgb_mean": model.config.rgb_mean}
