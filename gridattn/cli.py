@@ -56,6 +56,29 @@ def _cmd_upscale(args) -> int:
     return 0
 
 
+def _cmd_export_onnx(args) -> int:
+    from .export import OnnxExportError, export_onnx, verify_onnx
+
+    model = _load_model(args.checkpoint, None, torch.device("cpu"))
+    size = tuple(args.size)
+    try:
+        info = export_onnx(model, args.output, opset=args.opset, dynamic=args.dynamic, example_size=size)
+    except (ImportError, OnnxExportError) as error:
+        raise UserError(str(error)) from None
+    shape = "x".join("?" if d is None else str(d) for d in info.input_shape)
+    print(f"{args.checkpoint} -> {info.path} (opset {info.opset}, input {info.input_name} {shape}, "
+          f"x{info.scale}, {info.seconds:.0f} s)")
+    if args.verify:
+        sizes = [size] if not args.dynamic else [size, (size[0] // 2 + 3, size[1] + 5)]
+        try:
+            results = verify_onnx(info.path, model, sizes)
+        except ImportError as error:
+            raise UserError(str(error)) from None
+        for (height, width), difference in results:
+            print(f"onnxruntime vs PyTorch at {height}x{width}: max abs difference {difference:.2e}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .info import collect_info, format_info
 
@@ -130,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lr", help="folder of given low-resolution images (same names) instead of making them")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.set_defaults(run=_cmd_evaluate)
+
+    onnx = commands.add_parser("export-onnx", help="export a checkpoint to ONNX (pip install 'gridattn[onnx]')")
+    onnx.add_argument("--checkpoint", required=True, help="HMANet checkpoint (.pth or .safetensors)")
+    onnx.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    onnx.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset (18-23; default 18)")
+    onnx.add_argument("--dynamic", action="store_true",
+                      help="any batch, height and width (slower to export); default: fixed to --size")
+    onnx.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"),
+                      help="LR input size of a fixed export, or the traced example of a dynamic one (default 64 64)")
+    onnx.add_argument("--verify", action="store_true", help="compare onnxruntime with PyTorch and print the difference")
+    onnx.set_defaults(run=_cmd_export_onnx)
 
     info = commands.add_parser("info", help="versions, devices, and which attention backends and dtypes run")
     info.add_argument("--json", action="store_true", help="print one JSON object")

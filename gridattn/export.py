@@ -27,13 +27,16 @@ Needs ``pip install 'gridattn[onnx]'`` (onnx, onnxscript; onnxruntime for :func:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib
 import json
+import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +52,24 @@ MIN_OPSET = 18  # the dynamo exporter's operator library (onnxscript's torchlib)
 DEFAULT_OPSET = 18  # widest runtime support (onnxruntime >= 1.14); 18..23 all give the same numbers
 EXPORT_BACKENDS = ("math", "sdpa")
 METADATA_PREFIX = "gridattn."
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Silence the exporters' progress chatter (missing torchvision ops, skipped constant folds, deprecations);
+    real failures still raise."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class OnnxExportError(RuntimeError):
@@ -242,7 +263,7 @@ def export_onnx(
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({0: dim, 2: dim, 3: dim},)
-    with torch.no_grad(), default_backend(attention_backend):
+    with torch.no_grad(), default_backend(attention_backend), _quiet_exporters():
         try:
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as error:

@@ -183,3 +183,17 @@ def test_tiling_bound_for_grid_attention():
     whole = upscale(model, lr)
     tiled = upscale(model, lr, tile=32, tile_overlap=16)
     assert 38.0 <= psnr(tiled, whole, border=2) < float("inf")
+
+
+def test_cli_export_onnx_and_verify(tiny_checkpoint, tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    target = tmp_path / "tiny.onnx"
+    result = run_cli("export-onnx", "--checkpoint", tiny_checkpoint, "-o", target, "--size", 20, 28, "--verify")
+    assert result.returncode == 0, result.stderr
+    assert target.is_file() and "input lr 1x3x20x28, x2" in result.stdout
+    difference = float(result.stdout.split("max abs difference ")[1].split()[0])
+    assert difference < 1e-4
+    assert result.stderr.strip() == ""  # the exporters' chatter is silenced
+    bad = run_cli("export-onnx", "--checkpoint", tiny_checkpoint, "-o", target, "--opset", 7)
+    assert bad.returncode == 2 and "opset" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
