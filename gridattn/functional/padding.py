@@ -14,11 +14,27 @@ import torch.nn.functional as F
 from ._checks import to_pair
 
 PadMode = Literal["zero", "symmetric", "reflect", "replicate"]
+"""The ``mode`` argument of :func:`pad_to_multiple` as a type."""
 PAD_MODES: tuple[str, ...] = ("zero", "symmetric", "reflect", "replicate")
+"""The padding modes :func:`pad_to_multiple` accepts."""
 
 
 def padded_size(height: int, width: int, multiple: int | tuple[int, int]) -> tuple[int, int]:
-    """The smallest ``(H', W') >= (H, W)`` that are multiples of ``multiple``."""
+    """The smallest ``(H', W') >= (H, W)`` that are multiples of ``multiple``.
+
+    Args:
+        height: ``H``.
+        width: ``W``.
+        multiple: an int or ``(multiple_h, multiple_w)``, at least 1.
+
+    Raises:
+        ValueError: a multiple below 1.
+
+    Examples:
+        >>> from gridattn.functional import padded_size
+        >>> padded_size(37, 50, 16)
+        (48, 64)
+    """
     mh, mw = to_pair(multiple, "multiple")
     # (h + m - 1) // m, not -(-h // m): the ONNX exporter turns a floor division of symbolic sizes into a
     # truncating one, wrong for negative operands
@@ -71,9 +87,27 @@ def pad_to_multiple(
         mode: ``"zero"``; ``"symmetric"`` (mirror that repeats the edge sample, ``c b a | a b c | c b a``: the
             official HMANet test-time padding); ``"reflect"`` (mirror without repeating the edge); or
             ``"replicate"``. The mirror modes work for any amount of padding, also more than the input size.
+        dims: the height and width dimensions of ``x``.
 
     Returns:
-        The padded tensor (``x`` itself when no padding is needed).
+        The padded tensor (``x`` itself when no padding is needed). Padding is added after the last row and
+        column only, so ``unpad(y, H, W, dims=dims)`` recovers ``x``.
+
+    Raises:
+        ValueError: an unknown ``mode``, ``dims`` that do not name two different dimensions, an empty spatial
+            size, or a multiple below 1.
+
+    Examples:
+        >>> import torch
+        >>> from gridattn.functional import pad_to_multiple, unpad
+        >>> x = torch.randn(1, 37, 50, 8)                               # (B, H, W, C)
+        >>> pad_to_multiple(x, 16).shape
+        torch.Size([1, 48, 64, 8])
+        >>> image = torch.arange(3.0).reshape(1, 1, 1, 3)               # (B, C, H, W)
+        >>> pad_to_multiple(image, (1, 8), mode="symmetric", dims=(-2, -1))[0, 0, 0]
+        tensor([0., 1., 2., 2., 1., 0., 0., 1.])
+        >>> torch.equal(unpad(pad_to_multiple(x, 16), 37, 50), x)
+        True
     """
     if mode not in PAD_MODES:
         raise ValueError(f"unknown padding mode {mode!r}; expected one of {PAD_MODES}")
@@ -106,7 +140,20 @@ def _crop_symbolic(x: torch.Tensor, dims: tuple[int, int], sizes: tuple[int, int
 
 
 def unpad(x: torch.Tensor, height: int, width: int, *, dims: tuple[int, int] = (1, 2)) -> torch.Tensor:
-    """Crop the spatial ``dims`` back to ``height x width`` (inverse of :func:`pad_to_multiple`)."""
+    """Crop the spatial ``dims`` back to ``height x width`` (inverse of :func:`pad_to_multiple`).
+
+    Args:
+        x: the padded tensor.
+        height: the height to keep (rows ``0 .. height - 1``).
+        width: the width to keep.
+        dims: the height and width dimensions of ``x``; ``(1, 2)`` for ``(B, H, W, C)``.
+
+    Returns:
+        A view of ``x``.
+
+    Raises:
+        ValueError: ``x`` is smaller than ``height x width``.
+    """
     dim_h, dim_w = (d % x.dim() for d in dims)
     if any(isinstance(v, torch.SymInt) for v in (x.shape[dim_h], x.shape[dim_w], height, width)):
         return _crop_symbolic(x, (dim_h, dim_w), (height, width))
