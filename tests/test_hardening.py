@@ -157,7 +157,7 @@ def test_memory_estimate_grows_with_the_padded_size():
     base = model.estimate_inference_memory(1, 1)
     assert model.estimate_inference_memory(multiple, multiple) == base
     assert model.estimate_inference_memory(multiple + 1, multiple) > base
-    assert model.estimate_inference_memory(multiple, multiple, batch=3) > model.estimate_inference_memory(multiple, 3 * multiple) - 1
+    assert model.estimate_inference_memory(multiple, multiple, batch=3) > base
     assert model.estimate_inference_memory(64, 64, dtype=torch.bfloat16) < model.estimate_inference_memory(64, 64)
 
 

@@ -195,29 +195,46 @@ class HMANet(nn.Module):
 
     def estimate_inference_memory(self, height: int, width: int, batch: int = 1,
                                   dtype: torch.dtype | None = None) -> int:
-        """Bytes one forward under ``torch.no_grad()`` needs at most for ``(batch, C, height, width)`` inputs.
+        """Bytes the first forward under ``torch.no_grad()`` needs at most for ``(batch, C, height, width)``.
 
-        An upper estimate, calibrated on CUDA's allocator with the default attention backend (the tests
-        check that it lies between the measured peak and three times it): the largest activations are
-        FusedConv's expanded maps (``6 * embed_dim`` channels, a few alive at once) in the body, the
-        pixel-shuffle maps in the upsampler, and attention blocks bounded by ``max_scores``. The weights are
-        counted too. :func:`gridattn.inference.upscale` uses it to refuse images that cannot fit.
+        An upper estimate, calibrated on CUDA's allocator with the default attention backend (a CUDA test
+        checks that it lies between the measured peak and three times it). It counts the weights; the
+        activations (FusedConv's expanded maps, ``6 * embed_dim`` channels with a few alive at once, are the
+        largest in the body, the pixel-shuffle maps in the upsampler); the eval caches kept for this size
+        (relative-position biases, shift masks, grid biases of groups small enough to be built whole); and
+        the blocks of at most ``2**24`` score entries that large attentions are computed in; on CUDA, 96 MiB
+        of cuBLAS / cuDNN workspaces. :func:`gridattn.inference.upscale` uses it to refuse images that cannot fit.
 
         Args:
             height: input height in pixels (before padding).
-            width: input width in pixels (before padding).
+            width: input width in pixels.
             batch: images per forward.
             dtype: activation dtype (default: the dtype of the weights).
         """
         c = self.config
         itemsize = (dtype or next(self.parameters()).dtype).itemsize
         multiple = c.pad_multiple
-        tokens = batch * -(-height // multiple) * multiple * -(-width // multiple) * multiple
+        per_image = -(-height // multiple) * multiple * -(-width // multiple) * multiple  # padded tokens
+        tokens = batch * per_image
         body = 28 * c.embed_dim  # channels alive at the FusedConv peak, residual streams and q/k/v copies
         upsampler = c.upsample_features * (2 * c.scale ** 2 + 2) + 4 * c.in_channels * c.scale ** 2
-        attention_blocks = 3 * 2**24 * 4  # score blocks of max_scores entries (float32 softmax)
+        activations = tokens * itemsize * max(body, upsampler)
+        window = c.window_size ** 2
+        group = per_image // c.interval ** 2  # tokens of one grid group
+        max_scores = 2**24  # the layers' default bound
+        caches = 2 * per_image * window * 4  # shift masks (windows, N, N) of the FABs and of the GAB
+        scores = 0
+        for depth, heads in zip(c.depths, c.num_heads):
+            branch = heads // 2  # GAB's branches split the heads
+            caches += (depth * heads + 2 * branch) * window ** 2 * 4  # relative-position biases (heads, N, N)
+            if branch * group ** 2 <= max_scores:  # grid biases (heads, N, N) of both stages, else built per block
+                caches += 2 * branch * group ** 2 * 4
+            scores = max(scores, tokens * heads * window, tokens * branch * group)
+        blocks = 3 * 4 * min(scores, max_scores)  # bias + mask sums and float32 scores of one block
         weights = sum(p.numel() * p.element_size() for p in self.parameters())
-        return tokens * itemsize * max(body, upsampler) + attention_blocks + weights
+        # cuBLAS / cuDNN workspaces come from the same allocator on CUDA
+        workspaces = 96 * 2**20 if self.conv_first.weight.is_cuda else 0
+        return weights + activations + caches + blocks + workspaces
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features: ``(B, embed_dim, H, W)`` -> same, H and W already padded.
