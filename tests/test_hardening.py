@@ -14,32 +14,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridattn import (
-    ChannelAttention,
-    ConvChannelAttention,
-    FusedConv,
-    GridAttention,
-    Mlp,
-    PostNorm,
-    PreNorm,
-    WindowAttention,
-)
 from gridattn.cli import main
 from gridattn.data import read_image, write_image
 from gridattn.inference import ImageTooLargeError, upscale
 from gridattn.models import HMANet, hmanet_config, save_hmanet
+from test_layer_properties import DIM, LAYERS as LAYERS_WITH_REFERENCES
 
-DIM = 8
-LAYERS = {
-    "window": lambda: WindowAttention(DIM, 2, 4),
-    "shifted_window": lambda: WindowAttention(DIM, 2, 4, shift=2),
-    "grid": lambda: GridAttention(DIM, 2, 3),
-    "channel": lambda: ChannelAttention(DIM, 2),
-    "conv_channel": lambda: ConvChannelAttention(DIM, 2, 2),
-    "fused_conv": lambda: FusedConv(DIM, 2, 2),
-    "prenorm_mlp": lambda: PreNorm(DIM, Mlp(DIM, 2 * DIM)),
-    "postnorm_window": lambda: PostNorm(DIM, WindowAttention(DIM, 2, 4, shift=2)),
-}
+LAYERS = {name: build for name, (build, _) in LAYERS_WITH_REFERENCES.items()}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.uint8, torch.bool]
 SPECIAL = [0.0, float("nan"), float("inf"), -float("inf"), 1e30]
 
