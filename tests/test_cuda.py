@@ -147,3 +147,11 @@ def test_upscale_on_cuda_refuses_what_cannot_fit_and_runs_what_can():
         upscale(model, image)
     out = upscale(model, np.zeros((50, 70, 3), np.uint8))
     assert out.shape == (200, 280, 3)
+
+
+def test_inputs_on_the_cpu_for_cuda_weights_are_refused_clearly():
+    layer = GridAttention(24, 3, 4).cuda()
+    with pytest.raises(ValueError, match="is on cpu but the layer's weights are on cuda"):
+        layer(torch.rand(1, 8, 8, 24))
+    with pytest.raises(ValueError, match="is on cpu but the layer's weights are on cuda"):
+        HMANet(hmanet_config(2, "tiny")).cuda()(torch.rand(1, 3, 8, 8))

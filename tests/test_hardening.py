@@ -304,3 +304,13 @@ def test_info_reports_versions_and_backends(capsys):
     assert cpu["float32"]["sdpa"] == "ok" and cpu["float32"]["math"] == "ok"
     assert cpu["float32"]["xformers"] != "ok"  # xformers never runs on a CPU; the reason is given
     assert "xformers" in cpu["float32"]["xformers"]
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_input_on_another_device_than_the_weights_is_refused(name):
+    """On a machine without a GPU the weights go to the meta device; tests/test_cuda.py does it with CUDA."""
+    layer = LAYERS[name]().to("meta")
+    with pytest.raises(ValueError, match="is on cpu but the layer's weights are on meta"):
+        layer(torch.rand(1, 5, 6, DIM))
+    with pytest.raises(ValueError, match="is on cpu but the layer's weights are on meta"):
+        HMANet(hmanet_config(2, "tiny")).to("meta")(torch.rand(1, 3, 5, 6))

@@ -64,10 +64,10 @@ def check_heads(dim: int, num_heads: int, name: str = "dim") -> int:
 
 
 def check_feature_map(
-    x: torch.Tensor, channels: int | None = None, name: str = "input", dtype: torch.dtype | None = None
+    x: torch.Tensor, channels: int | None = None, name: str = "input", weight: torch.Tensor | None = None
 ) -> None:
-    """Check that ``x`` is a non-empty floating ``(B, H, W, C)`` feature map with ``channels`` channels
-    (and, outside autocast, of the layer's ``dtype``)."""
+    """Check that ``x`` is a non-empty floating ``(B, H, W, C)`` feature map with ``channels`` channels, on the
+    device of the layer's ``weight`` and (outside autocast) of its dtype."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -80,18 +80,26 @@ def check_feature_map(
         raise ValueError(
             f"{name} has {x.shape[-1]} channels in its last dim, expected {channels} (layout is (B, H, W, C))"
         )
-    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-        raise ValueError(f"{name} has dtype {x.dtype} but the layer's weights are {dtype}; convert one of them")
+    if weight is not None:
+        check_like(x, weight, name)
 
 
-def check_last_dim(x: torch.Tensor, channels: int, name: str, dtype: torch.dtype | None = None) -> None:
-    """Check that ``x`` is a floating tensor ``(..., channels)`` of any rank >= 1 (and, outside autocast, of
-    the layer's ``dtype``): the input contract of the MLP and the residual wrappers."""
+def check_like(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
+    """``x`` must be on ``weight``'s device and, outside autocast, of its dtype."""
+    if x.device != weight.device:
+        raise ValueError(f"{name} is on {x.device} but the layer's weights are on {weight.device}; move one of them")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"{name} has dtype {x.dtype} but the layer's weights are {weight.dtype}; convert one of them")
+
+
+def check_last_dim(x: torch.Tensor, channels: int, name: str, weight: torch.Tensor | None = None) -> None:
+    """Check that ``x`` is a floating tensor ``(..., channels)`` of any rank >= 1, on the device of the layer's
+    ``weight`` and (outside autocast) of its dtype: the input contract of the MLP and the residual wrappers."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} takes a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[-1] != channels:
         raise ValueError(f"{name} expects {channels} channels in the last dim, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} needs a floating dtype, got {x.dtype}")
-    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-        raise ValueError(f"{name} got dtype {x.dtype} but the layer's weights are {dtype}; convert one of them")
+    if weight is not None:
+        check_like(x, weight, name)

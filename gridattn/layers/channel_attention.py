@@ -42,7 +42,7 @@ class ChannelAttention(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.dim, dtype=self.fc1.weight.dtype)
+        check_feature_map(x, self.dim, weight=self.fc1.weight)
         squeezed = x.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1, C)
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(squeezed))))
 
@@ -85,6 +85,6 @@ class ConvChannelAttention(nn.Module):
         self.channel_attention = ChannelAttention(dim, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.dim, dtype=self.conv1.weight.dtype)
+        check_feature_map(x, self.dim, weight=self.conv1.weight)
         y = self.conv2(self.act(self.conv1(x.permute(0, 3, 1, 2))))  # convolutions want (B, C, H, W)
         return self.channel_attention(y.permute(0, 2, 3, 1))

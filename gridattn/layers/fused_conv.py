@@ -50,7 +50,7 @@ class FusedConv(nn.Module):
         self.project = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.dim, dtype=self.expand.weight.dtype)
+        check_feature_map(x, self.dim, weight=self.expand.weight)
         # a permuted (B, H, W, C) tensor is a channels-last NCHW one: no copies around the convolution
         y = self.expand(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x + self.project(self.se(self.act(self.expand_norm(y))))

@@ -110,7 +110,7 @@ class GridAttention(nn.Module):
                          b=batch, heads=self.num_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.in_dim, dtype=self.qkv.weight.dtype)
+        check_feature_map(x, self.in_dim, weight=self.qkv.weight)
         batch, height, width, _ = x.shape
         x = pad_to_multiple(x, self.interval)
         padded_h, padded_w = x.shape[1:3]

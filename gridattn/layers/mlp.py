@@ -50,5 +50,5 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_last_dim(x, self.dim, "Mlp", self.fc1.weight.dtype)
+        check_last_dim(x, self.dim, "Mlp", self.fc1.weight)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

@@ -48,7 +48,7 @@ class _Residual(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def _check(self, x: torch.Tensor) -> None:
-        check_last_dim(x, self.dim, type(self).__name__, self.norm.weight.dtype)
+        check_last_dim(x, self.dim, type(self).__name__, self.norm.weight)
 
 
 class PreNorm(_Residual):

@@ -130,7 +130,7 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.in_dim, dtype=self.qkv.weight.dtype)
+        check_feature_map(x, self.in_dim, weight=self.qkv.weight)
         batch, height, width, _ = x.shape
         shift = self.shift
         qkv = pad_to_multiple(self.qkv(x), self.window_size)

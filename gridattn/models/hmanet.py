@@ -13,6 +13,7 @@ from torch import nn
 
 from ..blocks import RHTB
 from ..blocks.gab import Numerics
+from ..functional._checks import check_like
 from ..functional.padding import pad_to_multiple, unpad
 
 SCALES = (2, 3, 4)
@@ -129,7 +130,7 @@ class HMANet(nn.Module):
 
     Raises:
         ValueError: in forward, an input that is not a non-empty floating ``(B, in_channels, H, W)`` tensor,
-            or whose dtype differs from the weights' outside autocast.
+            on another device than the weights, or of another dtype outside autocast.
 
     Examples:
         >>> import torch
@@ -178,10 +179,7 @@ class HMANet(nn.Module):
             raise ValueError(f"HMANet expects {c.in_channels} channels (B, C, H, W), got {x.shape[1]} in shape {tuple(x.shape)}")
         if not x.is_floating_point() or x.numel() == 0:
             raise ValueError(f"HMANet expects a non-empty floating-point image, got {x.dtype} of shape {tuple(x.shape)}")
-        weight_dtype = self.conv_first.weight.dtype
-        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"the image has dtype {x.dtype} but HMANet's weights are {weight_dtype}; convert one "
-                             "of them (or run under torch.autocast)")
+        check_like(x, self.conv_first.weight, "the image")
         height, width = x.shape[-2:]
         image = x
         mean = self.mean.to(x.dtype)
