@@ -70,7 +70,7 @@ def test_layers_answer_or_refuse_any_tensor(name, x, weights):
     _answers_or_refuses(layer, x, lambda t: tuple(t.shape))
 
 
-@settings(max_examples=20)
+@settings(max_examples=2 * settings.default.max_examples)  # more than the profile: the input space is wide
 @given(x=arbitrary_tensors(3, channel_dim=1, max_side=9), double=st.booleans())
 def test_hmanet_answers_or_refuses_any_tensor(x, double):
     model = HMANet(hmanet_config(2, "tiny")).eval()
@@ -94,7 +94,7 @@ def arbitrary_arrays(draw):
     return array
 
 
-@settings(max_examples=30)
+@settings(max_examples=3 * settings.default.max_examples)
 @given(image=arbitrary_arrays())
 def test_upscale_answers_or_refuses_any_array(image):
     model = HMANet(hmanet_config(2, "tiny")).eval()
@@ -256,7 +256,7 @@ def command_lines(draw):
     return ["evaluate", "--hr", hr, "--scale", scale, *method, *extra, *common]
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5 * settings.default.max_examples // 2, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=command_lines())
 def test_command_line_never_crashes(cli_files, argv, capsys, monkeypatch):
     """Every command line ends with status 0 (it worked) or 2 (one line saying what is wrong), never with
