@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="cap on the steps of every stage (milestones scaled alike)")
     parser.add_argument("--numerics", choices=("corrected", "official"), default="corrected")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    parser.add_argument("--resume", action="store_true", help="continue an earlier run in --output (the default "
-                        "behaviour; without it an existing output folder is refused)")
+    parser.add_argument("--resume", action="store_true", help="continue an earlier run in --output "
+                        "(without it, a non-empty output folder is refused)")
     parser.add_argument("--scratch-control", metavar="STAGE", help="also train STAGE from random weights "
                         "(same steps and schedule) to measure what its initialisation brings, e.g. x4_from_x3")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("upscale", help="upscale images or folders of images to PNG files")
     up.add_argument("inputs", nargs="+", help="image files or folders")
-    up.add_argument("-o", "--output", required=True, help="output folder (or a .png path for one input)")
+    up.add_argument("-o", "--output", required=True, help="output folder (or an image path for one input; its suffix picks the format)")
     up.add_argument("--checkpoint", required=True, help="HMANet checkpoint (.pth or .safetensors)")
     up.set_defaults(run=_cmd_upscale)
 

@@ -124,7 +124,8 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        mode = image.mode if image.mode in ("L", "RGB", "RGBA") else "RGB"
+        transparent = "A" in image.getbands() or "transparency" in image.info
+        mode = image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGBA" if transparent else "RGB"
         tensor, back = _to_tensor(np.asarray(image.convert(mode)))
         return tensor, lambda out: Image.fromarray(back(out))
     if isinstance(image, torch.Tensor):
@@ -134,13 +135,15 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
             return image[None], lambda out: out[0]
         return image, lambda out: out
     array = np.asarray(image)
-    if array.ndim not in (2, 3) or array.size == 0:
+    if array.ndim not in (2, 3):
         raise ValueError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"the image is empty: shape {array.shape}")
     gray = array.ndim == 2
     if array.dtype in (np.uint8, np.uint16):
         peak = float(np.iinfo(array.dtype).max)
-        chw = torch.from_numpy(array[..., None] if gray else array.astype(np.float32, copy=False).copy())
-        tensor = chw.float().permute(2, 0, 1)[None] / peak
+        chw = torch.from_numpy(np.array(array[..., None] if gray else array, dtype=np.float32))  # a copy
+        tensor = chw.permute(2, 0, 1)[None] / peak
 
         def back(out):
             hwc = torch.floor(out[0].double().clamp(0, 1) * peak + 0.5).permute(1, 2, 0).numpy().astype(array.dtype)
@@ -247,7 +250,8 @@ def upscale(
             eval mode without gradients on the device and dtype of its parameters.
         image: numpy ``uint8`` or float ``(H, W)`` / ``(H, W, C)``, a PIL image, or a float tensor
             ``(C, H, W)`` / ``(B, C, H, W)``; grayscale images go through an RGB model as three equal
-            channels, an alpha channel is resized with MATLAB bicubic.
+            channels; the alpha channel of gray + alpha and RGBA images is resized with MATLAB
+            bicubic.
         tile: tile size in low-resolution pixels (``None``: the whole image at once).
         tile_overlap: overlap of neighbouring tiles in low-resolution pixels; 16 changed PSNR by less than
             0.001 dB against whole-image inference for a model with grid attention (docs/evaluation.md).
@@ -283,8 +287,8 @@ def upscale(
     _check_values(x, unit_range=not isinstance(image, torch.Tensor))
     channels, multiple, device, dtype = _model_info(model)
     alpha = None
-    if x.shape[1] == 4 and channels == 3:
-        x, alpha = x[:, :3], x[:, 3:]
+    if (x.shape[1] == 4 and channels == 3) or (x.shape[1] == 2 and channels in (1, 3)):  # RGBA, gray + alpha
+        x, alpha = x[:, :-1], x[:, -1:]
     gray = x.shape[1] == 1 and channels == 3
     if gray:
         x = x.expand(-1, 3, -1, -1)

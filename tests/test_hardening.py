@@ -6,6 +6,7 @@ images too large for memory), exit status 2 and one line on stderr from the comm
 """
 
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -314,3 +315,30 @@ def test_input_on_another_device_than_the_weights_is_refused(name):
         layer(torch.rand(1, 5, 6, DIM))
     with pytest.raises(ValueError, match="is on cpu but the layer's weights are on meta"):
         HMANet(hmanet_config(2, "tiny")).to("meta")(torch.rand(1, 3, 5, 6))
+
+
+def test_gray_alpha_images_keep_their_alpha(tmp_path):
+    from PIL import Image
+
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    la = np.random.default_rng(3).integers(0, 256, (6, 5, 2)).astype(np.uint8)
+    la[..., 1] = 77
+    out = upscale(model, la)
+    assert out.shape == (12, 10, 2) and (out[..., 1] == 77).all()
+    assert np.array_equal(out[..., 0], upscale(model, la[..., 0]))  # the gray channel as without alpha
+    pil = upscale(model, Image.fromarray(la, "LA"))
+    assert pil.mode == "LA" and pil.size == (10, 12)
+    read_only = la[..., 0].copy()
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable array" warning from torch.from_numpy
+        upscale(model, read_only)
+
+
+def test_images_beyond_the_decompression_bomb_limit_are_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    write_image(tmp_path / "a.png", np.zeros((100, 100, 3), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # 10000 pixels: between 1x and 2x the limit
+    with pytest.raises(ValueError, match="cannot read image .*a.png"):
+        read_image(tmp_path / "a.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +74,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            return _to_8bit(image)
-    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError) as error:
+        with warnings.catch_warnings():  # refuse at PIL's limit, not only at twice it
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return _to_8bit(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
 
 
