@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.images import pil_pixels
 from .data.imresize import imresize
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -44,9 +45,14 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
+def _round_tile(tile: int, multiple: int) -> int:
+    """Tiles are whole multiples of the model's padding multiple, so their windows line up with the image's."""
+    return max(multiple, tile // multiple * multiple)
+
+
 def _tile_layout(height: int, width: int, tile: int, overlap: int, multiple: int) -> tuple[int, list[tuple[int, int]]]:
     """The tile size rounded to the model's multiple, and the (top, left) of every tile."""
-    tile = max(multiple, tile // multiple * multiple)
+    tile = _round_tile(tile, multiple)
     step = (tile - overlap) // multiple * multiple
     if overlap < 0 or step < multiple:
         raise ValueError(
@@ -124,9 +130,8 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        transparent = "A" in image.getbands() or "transparency" in image.info
-        mode = image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGBA" if transparent else "RGB"
-        tensor, back = _to_tensor(np.asarray(image.convert(mode)))
+        pixels = np.asarray(image) if image.mode in ("L", "LA", "RGB", "RGBA") else pil_pixels(image)
+        tensor, back = _to_tensor(pixels)
         return tensor, lambda out: Image.fromarray(back(out))
     if isinstance(image, torch.Tensor):
         if image.dim() not in (3, 4) or not image.is_floating_point():
@@ -207,17 +212,17 @@ def _check_memory(model, x: torch.Tensor, tile: int | None, batch_tiles: int, mu
     if tile is None:
         need = estimate(height, width, batch, dtype)
     else:
-        tile = max(multiple, tile // multiple * multiple)
+        tile = _round_tile(tile, multiple)
         need = estimate(min(tile, height), min(tile, width), batch * batch_tiles, dtype)
     gib = 2**30
     host_free = available_memory("cpu")
-    if host_free is not None and host + (need if device.type == "cpu" else 0) > host_free:
-        if host > host_free / 2:
-            raise ImageTooLargeError(
-                f"a {width}x{height} image gives a {width * scale}x{height * scale} result that needs about "
-                f"{host / gib:.1f} GiB of host memory ({host_free / gib:.1f} GiB available): cut the image into parts"
-            )
-    free = available_memory(device)
+    # the result alone would take half the host's memory, and with the forward it would not fit
+    if host_free is not None and host > host_free / 2 and host + (need if device.type == "cpu" else 0) > host_free:
+        raise ImageTooLargeError(
+            f"a {width}x{height} image gives a {width * scale}x{height * scale} result that needs about "
+            f"{host / gib:.1f} GiB of host memory ({host_free / gib:.1f} GiB available): cut the image into parts"
+        )
+    free = host_free if device.type == "cpu" else available_memory(device)
     if free is None or need + (host if device.type == "cpu" else 0) <= free:
         return
     side = multiple
@@ -248,7 +253,8 @@ def upscale(
         model: an ``nn.Module`` or callable mapping float ``(B, C, H, W)`` in ``[0, 1]`` to
             ``(B, C, sH, sW)`` (e.g. :class:`gridattn.models.HMANet`, which pads any size itself). It runs in
             eval mode without gradients on the device and dtype of its parameters.
-        image: numpy ``uint8`` or float ``(H, W)`` / ``(H, W, C)``, a PIL image, or a float tensor
+        image: numpy ``uint8`` / ``uint16`` or float ``(H, W)`` / ``(H, W, C)``, a PIL image (its pixels as
+            :func:`~gridattn.data.pil_pixels` gives them; L, LA, RGB, RGBA as they are), or a float tensor
             ``(C, H, W)`` / ``(B, C, H, W)``; grayscale images go through an RGB model as three equal
             channels; the alpha channel of gray + alpha and RGBA images is resized with MATLAB
             bicubic.

@@ -342,3 +342,17 @@ def test_images_beyond_the_decompression_bomb_limit_are_refused(tmp_path, monkey
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # 10000 pixels: between 1x and 2x the limit
     with pytest.raises(ValueError, match="cannot read image .*a.png"):
         read_image(tmp_path / "a.png")
+
+
+def test_pil_images_are_converted_as_image_files_are():
+    """upscale takes a PIL image's pixels as read_image would (pil_pixels): 16-bit grayscale is rounded to 8
+    bits, not clipped; bilevel stays grayscale."""
+    from PIL import Image
+
+    from gridattn.data import pil_pixels
+
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    gray16 = Image.fromarray((np.arange(48).reshape(6, 8) * 1000).astype(np.uint16))
+    assert np.array_equal(pil_pixels(gray16), np.floor(np.arange(48).reshape(6, 8) * 1000 * 255 / 65535 + 0.5))
+    assert np.array_equal(np.asarray(upscale(model, gray16)), upscale(model, pil_pixels(gray16)))
+    assert upscale(model, Image.fromarray(np.eye(6, 8, dtype=bool))).mode == "L"

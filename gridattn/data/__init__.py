@@ -1,7 +1,7 @@
 """Data: MATLAB-exact resizing, image files and benchmark folders."""
 
 from .benchmark import BenchmarkPair, benchmark_pairs
-from .images import IMAGE_SUFFIXES, list_images, modcrop, read_image, write_image
+from .images import IMAGE_SUFFIXES, list_images, modcrop, pil_pixels, read_image, write_image
 from .imresize import imresize
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "imresize",
     "list_images",
     "modcrop",
+    "pil_pixels",
     "read_image",
     "write_image",
 ]

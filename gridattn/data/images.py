@@ -39,11 +39,15 @@ def list_images(*paths: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _to_8bit(image) -> np.ndarray:
-    """An opened PIL image as a ``uint8`` array of mode L, RGB or RGBA."""
-    from PIL import ImageOps
+def pil_pixels(image) -> np.ndarray:
+    """A PIL image's pixels as a ``uint8`` array: ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``.
 
-    image = ImageOps.exif_transpose(image)  # pixels as a viewer shows them
+    Palette images become RGB (RGBA when they have a transparent colour), bilevel images grayscale, CMYK and
+    other colour spaces RGB (RGBA with an alpha band); 16-bit grayscale is rounded to 8 bits.
+
+    Raises:
+        ValueError: floating-point or 32-bit integer pixels.
+    """
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grayscale: round to 8 bits
         values = np.asarray(image).astype(np.int64)
         if values.min() < 0 or values.max() > 65535:
@@ -71,14 +75,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         ValueError: the file cannot be decoded as an image, is larger than PIL's decompression-bomb limit
             (``PIL.Image.MAX_IMAGE_PIXELS``), or holds floating-point or 32-bit integer pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():  # refuse at PIL's limit, not only at twice it
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
-                return _to_8bit(image)
+                return pil_pixels(ImageOps.exif_transpose(image))  # pixels as a viewer shows them
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
 
