@@ -36,13 +36,14 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ._version import __version__
+from .functional._checks import check_positive, to_pair
 from .functional.backends import default_backend
 from .models.hmanet import HMANet
 
@@ -131,23 +132,13 @@ def _check_torch() -> None:
         raise OnnxExportError(f"ONNX export needs torch >= 2.6 (torch.export.Dim.DYNAMIC), found {torch.__version__}")
 
 
-def _check_size(size, name: str) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if (not isinstance(size, Sequence) or len(size) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
-        raise ValueError(f"{name} must be an int or a pair (height, width) of positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
 def _check_arguments(model, opset, batch_size, attention_backend) -> None:
     if not isinstance(model, HMANet):
         raise TypeError(f"export_onnx exports a gridattn HMANet, got {type(model).__name__}")
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= _max_opset():
         raise ValueError(f"opset must be an int in [{MIN_OPSET}, {_max_opset()}] (the range the torch.onnx "
                          f"dynamo exporter supports), got {opset!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive(batch_size, "batch_size")
     if attention_backend not in EXPORT_BACKENDS:
         raise ValueError(f"attention_backend must be one of {EXPORT_BACKENDS} for ONNX export, "
                          f"got {attention_backend!r}")
@@ -238,7 +229,7 @@ def export_onnx(
         OnnxExportError: torch is older than 2.6, or tracing / conversion failed (the cause is chained).
     """
     _check_arguments(model, opset, batch_size, attention_backend)
-    height, width = _check_size(example_size, "example_size")
+    height, width = to_pair(example_size, "example_size")
     if not isinstance(dynamic, bool):
         raise ValueError(f"dynamic must be a bool, got {dynamic!r}")
     multiple = model.config.pad_multiple
@@ -344,7 +335,7 @@ def verify_onnx(
         RuntimeError: onnxruntime failed on an input (its message is kept), or the outputs' shapes differ.
     """
     (ort,) = _require("onnxruntime")
-    sizes = [_check_size(size, "each size") for size in sizes]
+    sizes = [to_pair(size, "each size") for size in sizes]
     if not sizes:
         raise ValueError("sizes must name at least one (height, width)")
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])

@@ -141,9 +141,10 @@ def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -
     return converted
 
 
-def _damaged(path: str, error: Exception) -> CheckpointError:
+def _unreadable(path: str, what: str, error: Exception) -> CheckpointError:
+    """The error for a file that could not be read: the file, what it should have been, the cause's first line."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return CheckpointError(f"cannot read checkpoint {path} (damaged, truncated or not a checkpoint): {reason}")
+    return CheckpointError(f"cannot read checkpoint {path} ({what}): {reason}")
 
 
 def _read_safetensors(path: str, map_location) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -156,7 +157,7 @@ def _read_safetensors(path: str, map_location) -> tuple[dict[str, torch.Tensor],
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # SafetensorError for a bad header, OSError / RuntimeError for truncated data
-        raise _damaged(path, error) from error
+        raise _unreadable(path, "damaged, truncated or not a checkpoint", error) from error
     return state, metadata.get(CONFIG_KEY)
 
 
@@ -172,10 +173,7 @@ def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[
             # weights_only: a pickle that would build arbitrary objects (run code) is refused, not executed
             source = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # unpickling refused or file damaged: say which file and why
-            raise CheckpointError(
-                f"cannot read checkpoint {path} (not a damage-free file of tensors loadable with weights_only=True): "
-                + (str(error).strip().splitlines() or [type(error).__name__])[0]
-            ) from error
+            raise _unreadable(path, "not a damage-free file of tensors loadable with weights_only=True", error) from error
     if not isinstance(source, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(source).__name__}")
     config = source.get(CONFIG_KEY)
@@ -318,8 +316,9 @@ def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
     A path ending in ``.safetensors`` writes a safetensors file (no pickle: safe to load from anyone) whose
     metadata holds ``gridattn_config`` (JSON of :class:`HMANetConfig`), ``numerics``, ``scale`` and
     ``gridattn_version``; the JSON is also stored as a uint8 tensor ``gridattn_config``, so that loaders
-    that read only tensors (spandrel) configure the model the same way. Any other path writes a ``torch.save`` file ``{"params_ema": weights,
-    "gridattn_config": config}``, which :func:`load_hmanet` reads with ``weights_only=True``.
+    that read only tensors (spandrel) configure the model the same way. Any other path writes a
+    ``torch.save`` file ``{"params_ema": weights, "gridattn_config": config}``, which :func:`load_hmanet`
+    reads with ``weights_only=True``.
 
     Either way the official code can load the weights (same outputs only for official numerics without
     ``image_skip``, see :func:`to_official_state_dict`).
