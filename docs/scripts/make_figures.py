@@ -247,49 +247,48 @@ def _legend(fig, loc_y: float, padded: bool) -> None:
                bbox_to_anchor=(0.5, loc_y), handlelength=1.6, columnspacing=1.4)
 
 
+def _attention_figure(panels, height: int, width: int, title: str, padded: bool, name: str, *, window: int,
+                      interval: int, **subplots) -> Path:
+    """One row of panels (kind, query, shift, title): attended sets read off the code, checked against the
+    layers, drawn; saved as ``name``."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(12.4, 4.2), **subplots)
+    for ax, (kind, query, shift, panel_title) in zip(axes, panels):
+        result = attended_tokens(kind, height, width, query, window=window, shift=shift, interval=interval)
+        check_against_layers(kind, height, width, query, result, window=window, shift=shift, interval=interval)
+        draw_attention_panel(ax, result, height, width, query, panel_title, kind=kind, interval=interval)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    _legend(fig, 0.0, padded=padded)
+    return _save(fig, name)
+
+
 def make_attention(args) -> list[Path]:
     window, shift, interval = 8, 4, 4
-    outputs = []
 
     # 1. a map that the windows tile: W-MSA, SW-MSA inside and at the border, Grid-MSA
     height = width = 16
     q, q_border = (10, 5), (13, 2)
-    panels = [
-        ("window", q, 0, f"(a) W-MSA, window {window}"),
-        ("window", q, shift, f"(b) SW-MSA, window {window}, shift {shift}"),
-        ("window", q_border, shift, f"(c) SW-MSA, a query near the border"),
-        ("grid", q, 0, f"(d) Grid-MSA, interval {interval}"),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(12.4, 4.2))
-    for ax, (kind, query, s, title) in zip(axes, panels):
-        result = attended_tokens(kind, height, width, query, window=window, shift=s, interval=interval)
-        check_against_layers(kind, height, width, query, result, window=window, shift=s, interval=interval)
-        draw_attention_panel(ax, result, height, width, query, title, kind=kind, interval=interval)
-    fig.suptitle(f"Which tokens one query attends to on a {height}×{width} map "
-                 "(read off gridattn's partitions and masks; dark lines: window boundaries)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
-    _legend(fig, 0.0, padded=False)
-    outputs.append(_save(fig, "attention-windows.png"))
+    tiled = _attention_figure(
+        [("window", q, 0, f"(a) W-MSA, window {window}"),
+         ("window", q, shift, f"(b) SW-MSA, window {window}, shift {shift}"),
+         ("window", q_border, shift, f"(c) SW-MSA, a query near the border"),
+         ("grid", q, 0, f"(d) Grid-MSA, interval {interval}")],
+        height, width, f"Which tokens one query attends to on a {height}×{width} map "
+        "(read off gridattn's partitions and masks; dark lines: window boundaries)",
+        padded=False, name="attention-windows.png", window=window, interval=interval)
 
     # 2. a map that is not a multiple of the window or interval: padded at the bottom/right, padding masked
     height, width = 14, 18
     q = (13, 15)
-    panels = [
-        ("window", q, 0, f"(a) W-MSA, window {window}"),
-        ("window", q, shift, f"(b) SW-MSA, window {window}, shift {shift}"),
-        ("grid", q, 0, f"(c) Grid-MSA, interval {interval}"),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(12.4, 4.2), gridspec_kw={"width_ratios": [24, 24, 20]})
-    for ax, (kind, query, s, title) in zip(axes, panels):
-        result = attended_tokens(kind, height, width, query, window=window, shift=s, interval=interval)
-        check_against_layers(kind, height, width, query, result, window=window, shift=s, interval=interval)
-        draw_attention_panel(ax, result, height, width, query, title, kind=kind, interval=interval)
-    fig.suptitle(f"A {height}×{width} map (black frame): each layer pads it at the bottom/right to a multiple of its "
-                 "window or interval and masks the padding", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
-    _legend(fig, 0.0, padded=True)
-    outputs.append(_save(fig, "attention-padding.png"))
-    return outputs
+    padded = _attention_figure(
+        [("window", q, 0, f"(a) W-MSA, window {window}"),
+         ("window", q, shift, f"(b) SW-MSA, window {window}, shift {shift}"),
+         ("grid", q, 0, f"(c) Grid-MSA, interval {interval}")],
+        height, width, f"A {height}×{width} map (black frame): each layer pads it at the bottom/right to a multiple "
+        "of its window or interval and masks the padding",
+        padded=True, name="attention-padding.png", window=window, interval=interval,
+        gridspec_kw={"width_ratios": [24, 24, 20]})
+    return [tiled, padded]
 
 
 # ---------------------------------------------------------------------------------------------------------------
