@@ -6,6 +6,7 @@ from .checkpoint import (
     hmanet_from_state_dict,
     infer_config,
     load_hmanet,
+    resolve_checkpoint,
     save_hmanet,
     to_official_state_dict,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "hmanet_x4",
     "infer_config",
     "load_hmanet",
+    "resolve_checkpoint",
     "save_hmanet",
     "to_official_state_dict",
 ]

@@ -8,13 +8,12 @@ rows, split). :func:`to_official_state_dict` and :func:`from_official_state_dict
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -22,6 +21,14 @@ from ..functional.position import relative_position_index
 from .hmanet import HMANet, HMANetConfig
 
 CONFIG_KEY = "gridattn_config"
+STAGE_MODEL_FILE = "model.safetensors"
+"""What every stage of a training run writes into its folder: the EMA weights and configuration
+(:func:`save_hmanet`), the file to deploy."""
+TRAINER_CHECKPOINT_FILE = "last.pt"
+"""The trainer's resumable state in a stage folder: ``model``, ``ema`` (gridattn's layout), ``optimizer``, ``step``,
+``rng`` and ``config`` (``config["model"]`` is :meth:`HMANetConfig.to_dict`)."""
+Weights = Literal["ema", "model"]
+WEIGHTS = ("ema", "model")
 _GAB_QKV_PARTS = ("window_attn", "window_attn_s", "grid_attn")
 
 # (pattern on a gridattn key, replacement giving the official key), applied in order
@@ -92,6 +99,12 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model: the message lists missing, unexpected and mis-shaped keys."""
 
 
+class _Checkpoint(NamedTuple):
+    state: Mapping[str, Any]  # one set of weights
+    config: Any  # the stored configuration (any form :func:`_stored_config` reads) or None
+    official_layout: bool  # False: gridattn's module names (the trainer's checkpoints)
+
+
 def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert an official-layout state dict to ``model``'s layout, strictly.
 
@@ -132,12 +145,9 @@ def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -
             misshaped.append(f"{index_key}: not the relative-position index of window {window}")
     unexpected = sorted(set(state) - used - {s.split(":")[0] for s in misshaped})
     if missing or unexpected or misshaped:
-        lines = ["checkpoint does not match the HMANet configuration "
-                 f"(scale {model.config.scale}, embed_dim {model.config.embed_dim}):"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
-        raise CheckpointError("\n".join(lines))
+        raise _problems("checkpoint does not match the HMANet configuration "
+                        f"(scale {model.config.scale}, embed_dim {model.config.embed_dim}):",
+                        {"missing": missing, "unexpected": unexpected, "mis-shaped": misshaped})
     return converted
 
 
@@ -147,7 +157,8 @@ def _unreadable(path: str, what: str, error: Exception) -> CheckpointError:
     return CheckpointError(f"cannot read checkpoint {path} ({what}): {reason}")
 
 
-def _read_safetensors(path: str, map_location) -> tuple[dict[str, torch.Tensor], dict | None]:
+def _read_safetensors(path: str, map_location) -> dict[str, Any]:
+    """The tensors of a safetensors file, and its metadata's configuration as entry ``gridattn_config``."""
     try:
         from safetensors import safe_open
     except ImportError:
@@ -158,34 +169,66 @@ def _read_safetensors(path: str, map_location) -> tuple[dict[str, torch.Tensor],
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # SafetensorError for a bad header, OSError / RuntimeError for truncated data
         raise _unreadable(path, "damaged, truncated or not a checkpoint", error) from error
-    return state, metadata.get(CONFIG_KEY)
+    if CONFIG_KEY in metadata:
+        state[CONFIG_KEY] = metadata[CONFIG_KEY]
+    return state
 
 
-def _read(source: str | os.PathLike | Mapping[str, Any], map_location) -> tuple[Mapping[str, Any], Any]:
-    """Read a path or mapping; return (state dict in the official layout, stored gridattn config or None)."""
+def resolve_checkpoint(path: str | os.PathLike, weights: Weights = "ema") -> str:
+    """The file a checkpoint path names: a training stage folder gives its :data:`STAGE_MODEL_FILE` (EMA
+    weights, the default) or its :data:`TRAINER_CHECKPOINT_FILE` (for ``weights="model"``, or when the folder
+    has no model file); any other path is returned as it is.
+
+    Raises:
+        FileNotFoundError: a folder with neither file.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    names = (STAGE_MODEL_FILE, TRAINER_CHECKPOINT_FILE) if weights == "ema" else (TRAINER_CHECKPOINT_FILE,)
+    for name in names:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise FileNotFoundError(f"{path} is a folder without {' or '.join(names)}: not a training stage folder")
+
+
+def _read(source: str | os.PathLike | Mapping[str, Any], map_location, weights: Weights) -> _Checkpoint:
+    """Read a path or mapping and pick the weights: ``params_ema`` / ``ema`` for ``weights="ema"`` (else the one
+    set there is), ``params`` / ``model`` for ``weights="model"``."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
+        path = resolve_checkpoint(source, weights)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         if path.endswith(".safetensors"):
-            return _read_safetensors(path, map_location)
-        try:
-            # weights_only: a pickle that would build arbitrary objects (run code) is refused, not executed
-            source = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as error:  # unpickling refused or file damaged: say which file and why
-            raise _unreadable(path, "not a damage-free file of tensors loadable with weights_only=True", error) from error
+            source = _read_safetensors(path, map_location)
+        else:
+            try:
+                # weights_only: a pickle that would build arbitrary objects (run code) is refused, not executed
+                source = torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as error:  # unpickling refused or file damaged: say which file and why
+                raise _unreadable(path, "not a damage-free file of tensors loadable with weights_only=True", error) from error
     if not isinstance(source, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(source).__name__}")
+    if all(isinstance(source.get(key), Mapping) for key in ("model", "ema", "config")):  # gridattn's trainer
+        if "model" not in source["config"]:
+            raise CheckpointError("a trainer checkpoint without the model configuration (config['model'])")
+        return _Checkpoint(source[weights], source["config"]["model"], official_layout=False)
     config = source.get(CONFIG_KEY)
-    for wrapper in ("params_ema", "params"):
+    wrappers = ("params_ema", "params") if weights == "ema" else ("params",)
+    for wrapper in wrappers:
         if isinstance(source.get(wrapper), Mapping):
-            return source[wrapper], config
-    return source, config
+            return _Checkpoint(source[wrapper], config, official_layout=True)
+    if weights == "model":
+        raise CheckpointError("weights='model' needs a trainer checkpoint (last.pt, a stage folder) or a file "
+                              "with 'params'; this checkpoint holds one set of weights: load it with weights='ema'")
+    return _Checkpoint(source, config, official_layout=True)
 
 
 def _stored_config(stored: Any) -> HMANetConfig:
-    """The configuration saved by :func:`save_hmanet` (a mapping, its JSON text, or a uint8 tensor of that
-    text), validated."""
+    """The configuration saved by :func:`save_hmanet` (:meth:`HMANetConfig.to_dict`, as a mapping, its JSON
+    text, or a uint8 tensor of that text), validated."""
     if isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8 and stored.dim() == 1:
         stored = bytes(stored.tolist()).decode("utf-8", errors="replace")
     if isinstance(stored, str):
@@ -195,13 +238,9 @@ def _stored_config(stored: Any) -> HMANetConfig:
             raise CheckpointError(f"{CONFIG_KEY!r} is not valid JSON ({error})") from None
     if not isinstance(stored, Mapping):
         raise CheckpointError(f"{CONFIG_KEY!r} must be a mapping of HMANetConfig fields, got {type(stored).__name__}")
-    fields = {f.name for f in dataclasses.fields(HMANetConfig)}
-    unknown = sorted(set(stored) - fields)
-    if unknown:
-        raise CheckpointError(f"{CONFIG_KEY!r} has unknown fields {unknown} (written by a newer gridattn?)")
     try:
-        return HMANetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-    except (TypeError, ValueError) as error:
+        return HMANetConfig.from_dict(stored)
+    except ValueError as error:
         raise CheckpointError(f"{CONFIG_KEY!r} is not a valid HMANet configuration: {error}") from None
 
 
@@ -257,32 +296,87 @@ def load_hmanet(
     *,
     map_location: str | torch.device = "cpu",
     scale: int | None = None,
+    weights: Weights = "ema",
 ) -> HMANet:
     """Build an HMANet from a checkpoint and return it in eval mode.
 
     Args:
-        source: a path (``torch.save`` file read with ``weights_only=True``, or ``.safetensors``) or a state
-            dict in the official layout, bare or wrapped in ``params_ema`` / ``params`` (``params_ema`` wins).
+        source: one of
+            * a file written by :func:`save_hmanet` (``.safetensors`` or ``.pth``), such as the
+              ``model.safetensors`` every training stage writes;
+            * an official release or any ``torch.save`` file of an official-layout state dict, bare or wrapped
+              in ``params_ema`` / ``params`` (read with ``weights_only=True``);
+            * a trainer checkpoint (``last.pt``: ``model`` and ``ema`` weights with the configuration);
+            * a training stage folder (``runs/tiny/x2_finetune``): its ``model.safetensors``, or its ``last.pt``
+              for ``weights="model"`` or when it has no model file (:func:`resolve_checkpoint`);
+            * a state dict (mapping) of any of these kinds.
         map_location: where tensors are loaded.
         scale: if given, the checkpoint must be of this scale.
+        weights: where a checkpoint holds two sets of weights, ``"ema"`` (default: ``ema``, ``params_ema``)
+            or ``"model"`` (the raw trained weights: ``model``, ``params``). A file with one set loads it
+            for ``"ema"`` and is refused for ``"model"``.
 
     Official checkpoints give a model in ``"official"`` numerics with the official outputs; checkpoints written
-    by :func:`save_hmanet` carry their configuration (numerics mode included).
+    by :func:`save_hmanet` and by the trainer carry their configuration (numerics mode included).
 
     Raises:
-        FileNotFoundError: no file at ``source``.
+        FileNotFoundError: no file at ``source``, or a folder without ``model.safetensors`` / ``last.pt``.
+        ValueError: ``weights`` is not ``"ema"`` or ``"model"``.
         CheckpointError: a damaged or truncated file, a pickle that needs more than tensors (refused
             unexecuted), entries that are not tensors, not an HMANet, the wrong scale, missing / unexpected /
             mis-shaped keys (all listed), NaN or infinite weights, a stored configuration that is not valid.
 
     Example:
         >>> model = load_hmanet("HMA_SRx4.pth", scale=4)  # the released checkpoint, official numerics
+        >>> model = load_hmanet("runs/tiny/x2_finetune")    # what a training stage wrote (EMA weights)
     """
-    state, stored = _read(source, map_location)
-    model = hmanet_from_state_dict(state, stored)
+    checkpoint = _read(source, map_location, weights)
+    if checkpoint.official_layout:
+        model = hmanet_from_state_dict(checkpoint.state, checkpoint.config)
+    else:
+        model = HMANet(_stored_config(checkpoint.config))
+        _fill(model, _own_layout(model, checkpoint.state))
     if scale is not None and scale != model.config.scale:
         raise CheckpointError(f"checkpoint is a x{model.config.scale} model, but scale {scale} was requested")
     return model.to(map_location).eval()
+
+
+def _check_tensors(state: Mapping[str, Any]) -> None:
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"checkpoint entries that are not tensors: {', '.join(not_tensors[:12])}")
+
+
+def _problems(title: str, groups: dict[str, list[str]]) -> CheckpointError:
+    """One error listing missing / unexpected / mis-shaped keys, at most 12 of each."""
+    lines = [title]
+    for name, items in groups.items():
+        if items:
+            lines.append(f"  {name} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
+    return CheckpointError("\n".join(lines))
+
+
+def _own_layout(model: HMANet, state: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """``state`` (gridattn's key names, as the trainer saves) checked against ``model``, strictly."""
+    _check_tensors(state)
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
+                 for k, v in ours.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        raise _problems(f"trainer checkpoint does not match its configuration (scale {model.config.scale}, "
+                        f"embed_dim {model.config.embed_dim}):",
+                        {"missing": missing, "unexpected": unexpected, "mis-shaped": misshaped})
+    return state
+
+
+def _fill(model: HMANet, weights: Mapping[str, torch.Tensor]) -> None:
+    """Load ``weights`` (gridattn's layout, checked) into ``model``; NaN or infinite weights are refused."""
+    broken = sorted(official_key(k) for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:  # such a model would answer every image with NaN
+        raise CheckpointError(f"checkpoint has NaN or infinite weights in: {', '.join(broken[:12])}")
+    model.load_state_dict(weights, strict=True)
 
 
 def hmanet_from_state_dict(state: Mapping[str, Any], config: Any = None) -> HMANet:
@@ -298,15 +392,9 @@ def hmanet_from_state_dict(state: Mapping[str, Any], config: Any = None) -> HMAN
     if CONFIG_KEY in state:
         config = state[CONFIG_KEY] if config is None else config
         state = {k: v for k, v in state.items() if k != CONFIG_KEY}
-    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if not_tensors:
-        raise CheckpointError(f"checkpoint entries that are not tensors: {', '.join(not_tensors[:12])}")
+    _check_tensors(state)
     model = HMANet(_stored_config(config) if config is not None else infer_config(state))
-    weights = from_official_state_dict(model, state)
-    broken = sorted(official_key(k) for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all())
-    if broken:  # such a model would answer every image with NaN
-        raise CheckpointError(f"checkpoint has NaN or infinite weights in: {', '.join(broken[:12])}")
-    model.load_state_dict(weights, strict=True)
+    _fill(model, from_official_state_dict(model, state))
     return model.eval()
 
 
@@ -330,7 +418,7 @@ def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
     """
     if not isinstance(model, HMANet):
         raise TypeError(f"save_hmanet saves a gridattn HMANet, got {type(model).__name__}")
-    config = dataclasses.asdict(model.config)
+    config = model.config.to_dict()
     path = os.fspath(path)
     weights = to_official_state_dict(model)
     if path.endswith(".safetensors"):

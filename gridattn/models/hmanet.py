@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,8 @@ SCALES = (2, 3, 4)
 """Upscaling factors HMANet's pixel-shuffle upsampler supports."""
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 """RGB mean of DIV2K, subtracted from inputs and added back to outputs by the official models."""
+CONFIG_VERSION = 1
+"""Version of :meth:`HMANetConfig.to_dict`'s encoding; dicts without ``"version"`` (gridattn 0.1) read as 0."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class HMANetConfig:
         8
         >>> config.replace(numerics="official").numerics
         'official'
+        >>> HMANetConfig.from_dict(config.to_dict()) == config
+        True
     """
 
     scale: int = 4
@@ -105,6 +111,39 @@ class HMANetConfig:
     def replace(self, **changes) -> "HMANetConfig":
         """A copy with ``changes`` applied (``dataclasses.replace``), validated again."""
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values (tuples as lists) with its ``"version"``.
+
+        This is the one encoding of a configuration: checkpoints (``.pth``, ``.safetensors``), trainer
+        checkpoints and ONNX metadata all store it, and :meth:`from_dict` reads it back.
+        """
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"version": CONFIG_VERSION, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "HMANetConfig":
+        """The configuration encoded by :meth:`to_dict` (also the unversioned dicts of gridattn 0.1).
+
+        Raises:
+            TypeError: ``data`` is not a mapping.
+            ValueError: a version newer than this gridattn reads, unknown fields, or values that are not a
+                valid configuration.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"an HMANet configuration must be a mapping of its fields, got {type(data).__name__}")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= CONFIG_VERSION:
+            raise ValueError(f"configuration version {version!r} is not one this gridattn reads (0 to "
+                             f"{CONFIG_VERSION}): written by a newer gridattn?")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names - {"version"})
+        if unknown:
+            raise ValueError(f"unknown fields {unknown} (written by a newer gridattn?)")
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "version"})
+        except TypeError as error:
+            raise ValueError(f"fields of the wrong type ({error})") from None
 
 
 class HMANet(nn.Module):
