@@ -129,10 +129,7 @@ def _config(out, folder, **changes):
 RUNNER = """
 import sys
 from gridattn.train import TrainConfig, train
-from gridattn.models import HMANetConfig
-config = TrainConfig(**{config!r})
-config.model = HMANetConfig(**{{k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items()}})
-train(config)
+train(TrainConfig.from_dict({config!r}))
 """
 
 
@@ -142,7 +139,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(image_folder, tmp_p
     uninterrupted = _config(tmp_path / "a", image_folder, iterations=20)
     train(uninterrupted)
     interrupted = _config(tmp_path / "b", image_folder, iterations=20)
-    spec = dataclasses.asdict(interrupted)
+    spec = interrupted.to_dict()
     process = subprocess.Popen([sys.executable, "-c", RUNNER.format(config=spec)])
     checkpoint = tmp_path / "b" / "last.pt"
     deadline = time.time() + 300

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
@@ -66,6 +67,18 @@ class TrainConfig:
     max_steps: int | None = None  # stop this process after so many steps (a later run resumes)
     progress: bool = True
 
+    def to_dict(self) -> dict:
+        """JSON-ready values; ``model`` as :meth:`HMANetConfig.to_dict` (what trainer checkpoints store)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return {**values, "model": self.model.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """The configuration :meth:`to_dict` encoded."""
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**{**values, "model": HMANetConfig.from_dict(data["model"])})
+
 
 def lr_at(config: TrainConfig, step: int) -> float:
     """MultiStepLR in closed form: ``lr * gamma ** (milestones passed)`` for the update after ``step`` steps."""
@@ -93,19 +106,10 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)  # a kill during the save leaves the previous checkpoint intact
 
 
-def _config_dict(config: TrainConfig) -> dict:
-    out = dataclasses.asdict(config)
-    out["model"] = dataclasses.asdict(config.model)
-    return out
-
-
 def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
-    """(EMA weights of a trainer checkpoint, or the weights of a gridattn / official checkpoint; their scale)."""
+    """(EMA weights of a trainer checkpoint, stage folder or gridattn / official checkpoint; their scale)."""
     from ..models.checkpoint import load_hmanet
 
-    state = None if str(path).endswith(".safetensors") else torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "ema" in state:
-        return state["ema"], state["config"]["model"]["scale"]
     model = load_hmanet(path)
     return model.state_dict(), model.config.scale
 
@@ -121,8 +125,22 @@ def evaluate_model(model: HMANet | None, hr_folder: str, scale: int, tile: int |
     return tuple(float(v) for v in np.mean(scores, axis=0))
 
 
-def train(config: TrainConfig) -> dict:
-    """Run (or resume) training; returns the final step, EMA validation PSNR / SSIM (if ``val_hr``) and time."""
+@dataclass
+class _Processes:
+    """Where this process runs and its share of the global batch."""
+
+    world: int
+    rank: int
+    device: torch.device
+    local_batch: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _join_processes(config: TrainConfig) -> _Processes:
+    """Read torchrun's environment, join its process group (NCCL on CUDA, gloo on CPU), split the batch."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -134,91 +152,127 @@ def train(config: TrainConfig) -> dict:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} does not split over {world} processes")
-    local_batch = config.batch_size // world
-    out_dir = Path(config.output_dir)
-    main_process = rank == 0
-    if main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    return _Processes(world, rank, device, config.batch_size // world)
 
+
+def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device: torch.device,
+                          main: bool) -> tuple[int, ModelEMA]:
+    """Restore model, optimiser, step, RNG and EMA from the output folder's checkpoint if there is one, else
+    start from ``init_from``'s weights (or the model as built); return (step, EMA)."""
+    checkpoint_path = Path(config.output_dir) / CHECKPOINT
+    if not checkpoint_path.is_file():
+        if config.init_from:
+            weights, source_scale = _initial_weights(config.init_from)
+            report = transfer_weights(weights, model, same_scale=source_scale == config.model.scale)
+            if main:
+                print(f"initialised from {config.init_from}: {report}")
+        return 0, ModelEMA(model, config.ema_decay)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    ema = ModelEMA(model, config.ema_decay)
+    ema.load_state_dict(state["ema"])
+    return state["step"], ema
+
+
+class _RunLog:
+    """The run's log: ``log.csv``, optional TensorBoard scalars, and progress on the console."""
+
+    FIELDS = ("step", "loss", "lr", "steps_per_s", "val_psnr", "val_ssim", "seconds")
+
+    def __init__(self, config: TrainConfig, step: int, main: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.path = Path(config.output_dir) / "log.csv"
+        self.writer = None
+        if main and config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(Path(config.output_dir) / "tensorboard")
+        self.bar = tqdm(total=config.iterations, initial=step, disable=not (config.progress and main),
+                        desc="train", unit="step")
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss.item():.4f}")
+
+    def row(self, row: dict) -> None:
+        new = not self.path.is_file()
+        with open(self.path, "a", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=self.FIELDS)
+            if new:
+                out.writeheader()
+            out.writerow({k: row.get(k, "") for k in self.FIELDS})
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and value != "":
+                    self.writer.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _step(net: nn.Module, optimizer, lr_batch: torch.Tensor, hr_batch: torch.Tensor, lr: float, autocast,
+          grad_clip: float | None) -> torch.Tensor:
+    """One optimiser update of L1 loss at learning rate ``lr``; returns the loss (on the device)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast:
+        loss = (net(lr_batch).float() - hr_batch).abs().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
+def _save(config: TrainConfig, step: int, model: HMANet, ema: ModelEMA, optimizer, device: torch.device) -> None:
+    """The resumable checkpoint: weights, EMA, optimiser, step, RNG states and the configuration."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    _save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                  "optimizer": optimizer.state_dict(), "rng": rng, "config": config.to_dict()},
+                 Path(config.output_dir) / CHECKPOINT)
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) training; returns the final step, EMA validation PSNR / SSIM (if ``val_hr``) and time."""
+    procs = _join_processes(config)
+    device = procs.device
+    if procs.main:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = HMANet(config.model).to(device)
     model.grad_checkpointing = config.grad_checkpointing
     dataset = PairedDataset(config.data, config.model.scale, config.patch_size, config.model.pad_multiple,
                             length=config.iterations * config.batch_size, lr_folders=config.lr_data, seed=config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    step = 0
-    checkpoint_path = out_dir / CHECKPOINT
-    if checkpoint_path.is_file():  # resume
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    elif config.init_from:
-        weights, source_scale = _initial_weights(config.init_from)
-        report = transfer_weights(weights, model, same_scale=source_scale == config.model.scale)
-        if main_process:
-            print(f"initialised from {config.init_from}: {report}")
-    ema = ModelEMA(model, config.ema_decay)
-    if checkpoint_path.is_file():
-        ema.load_state_dict(state["ema"])
-    net = DistributedDataParallel(model) if world > 1 else model
+    step, ema = _resume_or_initialise(config, model, optimizer, device, procs.main)
+    net = DistributedDataParallel(model) if procs.world > 1 else model
 
     end = config.iterations if config.max_steps is None else min(config.iterations, step + config.max_steps)
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=_Indices(step, end, config.batch_size, rank, local_batch),
-                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+    sampler = _Indices(step, end, config.batch_size, procs.rank, procs.local_batch)
+    loader = DataLoader(dataset, batch_size=procs.local_batch, sampler=sampler, num_workers=config.num_workers,
+                        pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # its own: starting an iterator must not draw from the global RNG
-    log_file = out_dir / "log.csv"
-    writer = None
-    if main_process and config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(out_dir / "tensorboard")
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.iterations, initial=step, disable=not (config.progress and main_process), desc="train", unit="step")
+    log = _RunLog(config, step, procs.main)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
     started, last_time, metrics = time.time(), time.time(), {}
-
-    def save() -> None:
-        rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        _save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
-                      "optimizer": optimizer.state_dict(), "rng": rng, "config": _config_dict(config)}, checkpoint_path)
-
-    def log(row: dict) -> None:
-        new = not log_file.is_file()
-        with open(log_file, "a", newline="") as handle:
-            fields = ["step", "loss", "lr", "steps_per_s", "val_psnr", "val_ssim", "seconds"]
-            out = csv.DictWriter(handle, fieldnames=fields)
-            if new:
-                out.writeheader()
-            out.writerow({k: row.get(k, "") for k in fields})
-        if writer is not None:
-            for key, value in row.items():
-                if key != "step" and value != "":
-                    writer.add_scalar(key, value, row["step"])
-
     net.train()
     for lr_batch, hr_batch in loader:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, step)
         lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
-        with autocast:
-            loss = (net(lr_batch).float() - hr_batch).abs().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        loss = _step(net, optimizer, lr_batch, hr_batch, lr_at(config, step), autocast, config.grad_clip)
         ema.update(model)
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if main_process and (step % config.log_every == 0 or step == end):
+        log.step(loss)
+        if procs.main and (step % config.log_every == 0 or step == end):
             now = time.time()
             row = {"step": step, "loss": loss.item(), "lr": lr_at(config, step - 1),
                    "steps_per_s": config.log_every / max(now - last_time, 1e-9), "seconds": now - started}
@@ -227,12 +281,10 @@ def train(config: TrainConfig) -> dict:
                                   (config.validate_every and step % config.validate_every == 0)):
                 metrics["val_psnr"], metrics["val_ssim"] = evaluate_model(ema.module, config.val_hr, config.model.scale)
                 row.update(metrics)
-            log(row)
-        if main_process and (step % config.checkpoint_every == 0 or step == end):
-            save()
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if world > 1:
+            log.row(row)
+        if procs.main and (step % config.checkpoint_every == 0 or step == end):
+            _save(config, step, model, ema, optimizer, device)
+    log.close()
+    if procs.world > 1:
         dist.barrier()
     return {"step": step, **metrics, "seconds": time.time() - started}
