@@ -149,7 +149,7 @@ def _metadata(model: HMANet, dynamic: bool, input_shape) -> dict[str, str]:
     return {
         f"{METADATA_PREFIX}model": "HMANet",
         f"{METADATA_PREFIX}scale": str(config.scale),
-        f"{METADATA_PREFIX}config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        f"{METADATA_PREFIX}config": json.dumps(config.to_dict(), sort_keys=True),
         f"{METADATA_PREFIX}numerics": config.numerics,
         f"{METADATA_PREFIX}pad_multiple": str(config.pad_multiple),
         f"{METADATA_PREFIX}dynamic": json.dumps(dynamic),
