@@ -1,5 +1,5 @@
-"""The ``gridattn`` command line: ``upscale`` images, ``evaluate`` on a benchmark folder, ``export-onnx``,
-``info``.
+"""The ``gridattn`` command line: ``train`` the staged recipe, ``upscale`` images, ``evaluate`` on a benchmark
+folder, ``export-onnx``, ``info``. Every ``--checkpoint`` takes a checkpoint file or a training stage folder.
 
 Errors a user can make (missing folder, no images, unreadable or too large image, damaged or wrong
 checkpoint, unwritable output) print one line and exit with status 2. Anything else is a bug: it prints one
@@ -20,6 +20,10 @@ from .data import IMAGE_SUFFIXES, benchmark_pairs, imresize, list_images, read_i
 from .inference import upscale
 from .metrics import psnr, ssim
 from .models import CheckpointError, load_hmanet
+
+
+CHECKPOINT_HELP = ("HMANet checkpoint: .safetensors / .pth, an official release, a trainer's last.pt, or a training "
+                   "stage folder (its model.safetensors)")
 
 
 class UserError(Exception):
@@ -76,6 +80,16 @@ def _cmd_export_onnx(args) -> int:
             raise UserError(str(error)) from None
         for (height, width), difference in results:
             print(f"onnxruntime vs PyTorch at {height}x{width}: max abs difference {difference:.2e}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .train.launch import LaunchError, launch
+
+    try:
+        launch(args)
+    except LaunchError as error:
+        raise UserError(str(error)) from None
     return 0
 
 
@@ -141,21 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("upscale", help="upscale images or folders of images to PNG files")
     up.add_argument("inputs", nargs="+", help="image files or folders")
     up.add_argument("-o", "--output", required=True, help="output folder (or an image path for one input; its suffix picks the format)")
-    up.add_argument("--checkpoint", required=True, help="HMANet checkpoint (.pth or .safetensors)")
+    up.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     up.set_defaults(run=_cmd_upscale)
 
     ev = commands.add_parser("evaluate", help="PSNR / SSIM (Y channel) on a folder of high-resolution images")
     ev.add_argument("--hr", required=True, help="folder of high-resolution images")
     ev.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
     method = ev.add_mutually_exclusive_group(required=True)
-    method.add_argument("--checkpoint", help="HMANet checkpoint")
+    method.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic upsampling (the baseline)")
     ev.add_argument("--lr", help="folder of given low-resolution images (same names) instead of making them")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.set_defaults(run=_cmd_evaluate)
 
     onnx = commands.add_parser("export-onnx", help="export a checkpoint to ONNX (pip install 'gridattn[onnx]')")
-    onnx.add_argument("--checkpoint", required=True, help="HMANet checkpoint (.pth or .safetensors)")
+    onnx.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     onnx.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     onnx.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset (18-23; default 18)")
     onnx.add_argument("--dynamic", action="store_true",
@@ -164,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="LR input size of a fixed export, or the traced example of a dynamic one (default 64 64)")
     onnx.add_argument("--verify", action="store_true", help="compare onnxruntime with PyTorch and print the difference")
     onnx.set_defaults(run=_cmd_export_onnx)
+
+    from .train.launch import add_train_arguments
+
+    add_train_arguments(commands.add_parser(
+        "train", help="train HMANet with the staged recipe (x2 -> x3 -> x2/x4 -> fine-tunes); each stage folder "
+        "ends with model.safetensors")).set_defaults(run=_cmd_train)
 
     info = commands.add_parser("info", help="versions, devices, and which attention backends and dtypes run")
     info.add_argument("--json", action="store_true", help="print one JSON object")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,3 +212,20 @@ def test_scratch_control_repeats_a_stage_from_random_weights():
     assert recipe.stages[:-1] == TINY.stages
     with pytest.raises(KeyError, match="no stage 'x5'"):
         TINY.with_scratch_control("x5")
+
+
+def test_output_to_a_file_gets_plain_lines_not_bar_refreshes(image_folder, tmp_path):
+    """As under a batch scheduler: stderr is a file, so no tqdm bar (carriage returns) but one plain line for the
+    first log row and for the last (the lines are at least 30 s apart in between)."""
+    config = _config(tmp_path / "run", image_folder, iterations=5, progress=True).to_dict()
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        done = subprocess.run([sys.executable, "-c", RUNNER.format(config=config)], stderr=stderr,
+                              stdout=subprocess.PIPE, text=True)
+    log = (tmp_path / "stderr.txt").read_text()
+    assert done.returncode == 0, log
+    assert "\r" not in log and "%|" not in log
+    lines = [line for line in log.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2, log
+    for line, step in zip(lines, (1, 5)):
+        assert re.fullmatch(rf"step {step}/5 loss \d\.\d{{4}} lr \d\.\d\de-\d\d [\d.]+ steps/s ETA \d+m\d\ds", line), line
+    assert re.search(r"model \(EMA weights\) \S+model.safetensors", done.stdout)

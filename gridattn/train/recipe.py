@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from ..models.hmanet import HMANet, hmanet_config
+from ..models.checkpoint import load_hmanet
+from ..models.hmanet import hmanet_config
 from .trainer import TrainConfig, evaluate_model, train
 
 
@@ -198,7 +197,8 @@ def run_recipe(
     Args:
         recipe: the stages.
         folders: data set name (``"pretrain"``, ``"finetune"``) -> HR image folders.
-        output_dir: one sub-folder per stage (``<stage>/last.pt``, ``log.csv``).
+        output_dir: one sub-folder per stage: ``model.safetensors`` (its EMA model, what later stages start
+            from and what to deploy), ``last.pt`` (resumable state), ``log.csv``.
         eval_sets: name -> HR folder, evaluated after each stage (model and MATLAB bicubic, Y-PSNR / SSIM).
         numerics: HMANet numerics mode of the trained models.
         max_steps: cap on each stage's steps (milestones scaled alike).
@@ -230,7 +230,7 @@ def run_recipe(
             data=tuple(f for name in stage.data for f in folders[name]),
             iterations=stage.iterations, lr=stage.lr, milestones=stage.milestones, gamma=stage.gamma,
             batch_size=stage.batch_size, patch_size=stage.patch_size, ema_decay=stage.ema_decay,
-            init_from=None if stage.init_from is None else str(Path(output_dir) / stage.init_from / "last.pt"),
+            init_from=None if stage.init_from is None else str(Path(output_dir) / stage.init_from),
             checkpoint_every=max(1, min(500, stage.iterations)), log_every=max(1, min(50, stage.iterations)),
             device=device, progress=progress,
         )
@@ -239,9 +239,7 @@ def run_recipe(
         started = time.time()
         train(config)
         seconds = time.time() - started
-        ema = HMANet(config.model)
-        ema.load_state_dict(torch.load(Path(config.output_dir) / "last.pt", weights_only=True)["ema"])
-        ema.eval()
+        ema = load_hmanet(config.output_dir)  # the stage's model.safetensors
         scores = {}
         for name, hr_folder in (eval_sets or {}).items():
             if (name, stage.scale) not in bicubic:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +31,12 @@ from ..data.benchmark import benchmark_pairs
 from ..data.imresize import imresize
 from ..inference import upscale
 from ..metrics import psnr, ssim
+from ..models.checkpoint import STAGE_MODEL_FILE, TRAINER_CHECKPOINT_FILE, load_hmanet, save_hmanet
 from ..models.hmanet import HMANet, HMANetConfig
 from .dataset import PairedDataset
 from .ema import ModelEMA
 from .transfer import transfer_weights
 
-CHECKPOINT = "last.pt"
 
 
 @dataclass
@@ -108,8 +110,6 @@ def _save_atomic(obj, path: Path) -> None:
 
 def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
     """(EMA weights of a trainer checkpoint, stage folder or gridattn / official checkpoint; their scale)."""
-    from ..models.checkpoint import load_hmanet
-
     model = load_hmanet(path)
     return model.state_dict(), model.config.scale
 
@@ -159,7 +159,7 @@ def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device:
                           main: bool) -> tuple[int, ModelEMA]:
     """Restore model, optimiser, step, RNG and EMA from the output folder's checkpoint if there is one, else
     start from ``init_from``'s weights (or the model as built); return (step, EMA)."""
-    checkpoint_path = Path(config.output_dir) / CHECKPOINT
+    checkpoint_path = Path(config.output_dir) / TRAINER_CHECKPOINT_FILE
     if not checkpoint_path.is_file():
         if config.init_from:
             weights, source_scale = _initial_weights(config.init_from)
@@ -179,27 +179,38 @@ def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device:
 
 
 class _RunLog:
-    """The run's log: ``log.csv``, optional TensorBoard scalars, and progress on the console."""
+    """The run's log: ``log.csv``, optional TensorBoard scalars, and progress on the console.
+
+    On a terminal the progress is a bar; elsewhere (output to a file, as under a batch scheduler) a plain line
+    per log row, at most one every :attr:`LINE_SECONDS` seconds, and always the last one, which a cluster
+    job's log can be read by.
+    """
 
     FIELDS = ("step", "loss", "lr", "steps_per_s", "val_psnr", "val_ssim", "seconds")
+    LINE_SECONDS = 30.0
 
     def __init__(self, config: TrainConfig, step: int, main: bool) -> None:
         from tqdm.auto import tqdm
 
         self.path = Path(config.output_dir) / "log.csv"
+        self.total, self.first_step = config.iterations, step
         self.writer = None
         if main and config.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(Path(config.output_dir) / "tensorboard")
-        self.bar = tqdm(total=config.iterations, initial=step, disable=not (config.progress and main),
-                        desc="train", unit="step")
+        show = config.progress and main
+        self.bar = tqdm(total=config.iterations, initial=step, desc="train", unit="step",
+                        disable=not (show and sys.stderr.isatty()))
+        self.lines = show and not sys.stderr.isatty()
+        self.last_line = -math.inf
 
     def step(self, loss: torch.Tensor) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss.item():.4f}")
+        if not self.bar.disable:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss.item():.4f}")
 
-    def row(self, row: dict) -> None:
+    def row(self, row: dict, last: bool) -> None:
         new = not self.path.is_file()
         with open(self.path, "a", newline="") as handle:
             out = csv.DictWriter(handle, fieldnames=self.FIELDS)
@@ -210,11 +221,30 @@ class _RunLog:
             for key, value in row.items():
                 if key != "step" and value != "":
                     self.writer.add_scalar(key, value, row["step"])
+        if self.lines and (last or time.monotonic() - self.last_line >= self.LINE_SECONDS):
+            self.last_line = time.monotonic()
+            print(self._line(row), file=sys.stderr, flush=True)
+
+    def _line(self, row: dict) -> str:
+        step, seconds = row["step"], row["seconds"]
+        rate = (step - self.first_step) / max(seconds, 1e-9)  # this process's mean
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        extra = "".join(f" {k} {row[k]:.4f}" for k in ("val_psnr", "val_ssim") if k in row)
+        return (f"step {step}/{self.total} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+                f"{rate:.2f} steps/s ETA {_duration(eta)}{extra}")
 
     def close(self) -> None:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _step(net: nn.Module, optimizer, lr_batch: torch.Tensor, hr_batch: torch.Tensor, lr: float, autocast,
@@ -233,17 +263,31 @@ def _step(net: nn.Module, optimizer, lr_batch: torch.Tensor, hr_batch: torch.Ten
 
 
 def _save(config: TrainConfig, step: int, model: HMANet, ema: ModelEMA, optimizer, device: torch.device) -> None:
-    """The resumable checkpoint: weights, EMA, optimiser, step, RNG states and the configuration."""
+    """The deployable EMA model (``model.safetensors``, :func:`~gridattn.models.save_hmanet`) and the resumable
+    checkpoint (``last.pt``: weights, EMA, optimiser, step, RNG states and the configuration)."""
+    deployable = Path(config.output_dir) / STAGE_MODEL_FILE
+    partial = deployable.with_name("partial-" + deployable.name)
+    save_hmanet(ema.module, partial)
+    os.replace(partial, deployable)
     rng = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
     _save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                   "optimizer": optimizer.state_dict(), "rng": rng, "config": config.to_dict()},
-                 Path(config.output_dir) / CHECKPOINT)
+                 Path(config.output_dir) / TRAINER_CHECKPOINT_FILE)
 
 
 def train(config: TrainConfig) -> dict:
-    """Run (or resume) training; returns the final step, EMA validation PSNR / SSIM (if ``val_hr``) and time."""
+    """Run (or resume) training.
+
+    Every ``checkpoint_every`` steps and at the end, the output folder gets ``model.safetensors`` (the EMA
+    model, loadable by :func:`~gridattn.models.load_hmanet`, the command line, ONNX export and spandrel) and
+    ``last.pt`` (the resumable state); ``log.csv`` gets a row every ``log_every`` steps.
+
+    Returns:
+        ``step`` (the last step), ``val_psnr`` / ``val_ssim`` of the EMA model (if ``val_hr``), ``seconds``,
+        and the paths ``model`` and ``checkpoint``.
+    """
     procs = _join_processes(config)
     device = procs.device
     if procs.main:
@@ -281,10 +325,15 @@ def train(config: TrainConfig) -> dict:
                                   (config.validate_every and step % config.validate_every == 0)):
                 metrics["val_psnr"], metrics["val_ssim"] = evaluate_model(ema.module, config.val_hr, config.model.scale)
                 row.update(metrics)
-            log.row(row)
+            log.row(row, last=step == end)
         if procs.main and (step % config.checkpoint_every == 0 or step == end):
             _save(config, step, model, ema, optimizer, device)
     log.close()
     if procs.world > 1:
         dist.barrier()
-    return {"step": step, **metrics, "seconds": time.time() - started}
+    out = Path(config.output_dir)
+    if procs.main:
+        print(f"step {step}/{config.iterations}: model (EMA weights) {out / STAGE_MODEL_FILE}, "
+              f"resumable checkpoint {out / TRAINER_CHECKPOINT_FILE}", flush=True)
+    return {"step": step, **metrics, "seconds": time.time() - started, "model": str(out / STAGE_MODEL_FILE),
+            "checkpoint": str(out / TRAINER_CHECKPOINT_FILE)}
