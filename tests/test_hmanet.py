@@ -56,8 +56,8 @@ def test_official_numerics_reproduce_the_official_code_and_corrected_ones_do_not
 
 
 def test_corrected_and_official_numerics_differ_only_in_the_shifted_gab_branch():
-    official = randomize_(GAB(16, 4, 4, 2, numerics="official"), 0, 0.3)
-    corrected = GAB(16, 4, 4, 2)
+    official = randomize_(GAB(16, num_heads=4, window_size=4, interval=2, numerics="official"), 0, 0.3)
+    corrected = GAB(16, num_heads=4, window_size=4, interval=2)
     corrected.load_state_dict(official.state_dict())
     x = random_map(0, 1, 8, 12, 16)
     with torch.no_grad():
@@ -180,7 +180,7 @@ def test_every_parameter_gets_a_gradient():
 
 
 def test_fab_is_prenorm_window_attention_then_prenorm_mlp():
-    fab = randomize_(FAB(8, 2, 4, shift=2), 0, 0.3).double()
+    fab = randomize_(FAB(8, num_heads=2, window_size=4, shift=2), 0, 0.3).double()
     x = random_map(0, 1, 7, 9, 8, dtype=torch.float64)
     y = x + reference.window_attention(fab.attn.fn, reference.layer_norm(x, fab.attn.norm))
     hidden = reference.gelu(reference.linear(reference.layer_norm(y, fab.mlp.norm), fab.mlp.fn.fc1))
@@ -188,7 +188,7 @@ def test_fab_is_prenorm_window_attention_then_prenorm_mlp():
 
 
 def test_corrected_gab_against_reference_branches():
-    gab = randomize_(GAB(16, 4, 4, 2), 0, 0.3).double()
+    gab = randomize_(GAB(16, num_heads=4, window_size=4, interval=2), 0, 0.3).double()
     x = random_map(0, 2, 9, 11, 16, dtype=torch.float64)
     branches = torch.cat([reference.window_attention(gab.window_attn, x),
                           reference.window_attention(gab.window_attn_s, x),
@@ -199,14 +199,14 @@ def test_corrected_gab_against_reference_branches():
 
 
 def test_rhtb_structure_matches_the_official_order():
-    block = RHTB(16, 6, 4, 4, 2)
+    block = RHTB(16, depth=6, num_heads=4, window_size=4, interval=2)
     kinds = [type(b).__name__ for b in block.blocks]
     assert kinds == ["FusedConv", "FAB", "FAB", "FusedConv", "FAB", "FAB", "FusedConv", "FAB", "FAB"]
     assert [b.attn.fn.shift for b in block.blocks if isinstance(b, FAB)] == [(0, 0), (2, 2)] * 3
 
 
 def test_official_gab_rejects_sizes_that_are_not_multiples():
-    gab = GAB(16, 4, 4, 2, numerics="official")
+    gab = GAB(16, num_heads=4, window_size=4, interval=2, numerics="official")
     with pytest.raises(ValueError, match="multiples of 4"):
         gab(torch.rand(1, 6, 8, 16))
 

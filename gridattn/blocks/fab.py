@@ -32,7 +32,7 @@ class FAB(nn.Module):
     Examples:
         >>> import torch
         >>> from gridattn.blocks import FAB
-        >>> pair = torch.nn.Sequential(FAB(60, 6, window_size=8), FAB(60, 6, window_size=8, shift=4))
+        >>> pair = torch.nn.Sequential(FAB(60, num_heads=6, window_size=8), FAB(60, num_heads=6, window_size=8, shift=4))
         >>> pair(torch.randn(1, 24, 24, 60)).shape
         torch.Size([1, 24, 24, 60])
     """
@@ -40,6 +40,7 @@ class FAB(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         num_heads: int,
         window_size: int,
         shift: int = 0,
@@ -50,9 +51,8 @@ class FAB(nn.Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        attention = WindowAttention(
-            dim, num_heads, window_size, shift, qkv_bias=qkv_bias, mask_value=mask_value, backend=backend
-        )
+        attention = WindowAttention(dim, num_heads, window_size, shift, qkv_bias=qkv_bias, mask_value=mask_value,
+                                    backend=backend)
         self.attn = PreNorm(dim, attention, drop_path)
         self.mlp = PreNorm(dim, Mlp(dim, int(dim * mlp_ratio)), drop_path)
 

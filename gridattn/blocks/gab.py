@@ -69,6 +69,7 @@ class GAB(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         num_heads: int,
         window_size: int,
         interval: int,

@@ -55,6 +55,7 @@ class RHTB(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         depth: int,
         num_heads: int,
         window_size: int,
@@ -78,9 +79,11 @@ class RHTB(nn.Module):
             if i % 2 == 0:
                 blocks.append(FusedConv(dim, expand_ratio=6, se_reduction=2))
             shift = 0 if i % 2 == 0 else window_size // 2
-            blocks.append(FAB(dim, num_heads, window_size, shift, mlp_ratio, qkv_bias, rate, mask_value, backend))
+            blocks.append(FAB(dim, num_heads=num_heads, window_size=window_size, shift=shift, mlp_ratio=mlp_ratio,
+                              qkv_bias=qkv_bias, drop_path=rate, mask_value=mask_value, backend=backend))
         self.blocks = nn.ModuleList(blocks)
-        self.gab = GAB(dim, num_heads, window_size, interval, mlp_ratio, qkv_bias, numerics, grid_bias_dim, backend)
+        self.gab = GAB(dim, num_heads=num_heads, window_size=window_size, interval=interval, mlp_ratio=mlp_ratio,
+                       qkv_bias=qkv_bias, numerics=numerics, grid_bias_dim=grid_bias_dim, backend=backend)
         self.scale = nn.Parameter(torch.empty(dim))
         nn.init.trunc_normal_(self.scale, std=0.02)
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)

@@ -192,8 +192,9 @@ class HMANet(nn.Module):
         rates = torch.linspace(0, c.drop_path_rate, sum(c.depths)).tolist()
         starts = [sum(c.depths[:i]) for i in range(len(c.depths))]
         self.layers = nn.ModuleList(
-            RHTB(c.embed_dim, depth, heads, c.window_size, c.interval, c.mlp_ratio, c.qkv_bias,
-                 rates[start:start + depth], c.numerics, c.grid_bias_dim)
+            RHTB(c.embed_dim, depth=depth, num_heads=heads, window_size=c.window_size, interval=c.interval,
+                 mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, drop_path=rates[start:start + depth],
+                 numerics=c.numerics, grid_bias_dim=c.grid_bias_dim)
             for depth, heads, start in zip(c.depths, c.num_heads, starts)
         )
         self.norm = nn.LayerNorm(c.embed_dim)
