@@ -152,3 +152,25 @@ def test_unavailable_backend_says_why():
     with pytest.raises(BackendUnavailableError, match="'xformers' cannot run: " + reason.split(" (")[0]):
         attention(q, q, q, backend="xformers")
     assert set(BACKENDS) == {"sdpa", "xformers", "math"}
+
+
+@given(groups=st.integers(1, 5), queries=st.integers(1, 9), keys=st.integers(1, 9), block=st.integers(1, 10),
+       axis=st.sampled_from(["groups", "queries"]), seed=st.integers(0, 2**16))
+def test_blocked_attention_equals_one_call_with_the_whole_bias(groups, queries, keys, block, axis, seed):
+    from gridattn.functional import blocked_attention
+
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, groups, 3, queries, 4, generator=gen, dtype=torch.float64)
+    k = torch.randn(2, groups, 3, keys, 4, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, groups, 3, keys, 5, generator=gen, dtype=torch.float64)
+    bias = torch.randn(groups, 3, queries, keys, generator=gen, dtype=torch.float64)
+    calls = []
+
+    def block_bias(start, stop):
+        calls.append((start, stop))
+        return bias[start:stop] if axis == "groups" else bias[:, :, start:stop]
+
+    out = blocked_attention(q, k, v, block_bias, axis=axis, block=block, backend="math")
+    torch.testing.assert_close(out, attention(q, k, v, bias, backend="math"), rtol=0, atol=1e-12)
+    length = groups if axis == "groups" else queries
+    assert calls == [(s, min(length, s + block)) for s in range(0, length, block)]

@@ -10,6 +10,7 @@ from .backends import (
     set_default_backend,
     unavailable_reason,
 )
+from .blocked import MAX_SCORES, block_length, blocked_attention
 from .masks import grid_attention_mask, grid_padding_labels, label_mask, window_attention_mask
 from .padding import PAD_MODES, pad_to_multiple, padded_size, unpad
 from .partition import (
@@ -26,8 +27,11 @@ __all__ = [
     "BACKENDS",
     "PAD_MODES",
     "BackendUnavailableError",
+    "MAX_SCORES",
     "attention",
     "available_backends",
+    "block_length",
+    "blocked_attention",
     "default_backend",
     "fixed_grid_partition",
     "fixed_grid_reverse",

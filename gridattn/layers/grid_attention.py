@@ -8,6 +8,7 @@ from torch import nn
 
 from ..functional._checks import check_feature_map, check_heads, check_positive, check_probability, to_pair
 from ..functional.backends import attention, check_backend
+from ..functional.blocked import MAX_SCORES, block_length, blocked_attention
 from ..functional.masks import grid_attention_mask, grid_padding_labels, label_mask
 from ..functional.padding import pad_to_multiple, padded_size, unpad
 from ..functional.partition import grid_partition, grid_reverse
@@ -80,7 +81,7 @@ class GridAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         backend: str | None = None,
-        max_scores: int = 2**24,
+        max_scores: int = MAX_SCORES,
     ) -> None:
         super().__init__()
         check_heads(dim, num_heads)
@@ -142,7 +143,7 @@ class GridAttention(nn.Module):
         dropout_p = self.attn_drop if self.training else 0.0
         tokens, groups = query.shape[-2], query.shape[1]
         padded = padded_size(*size, self.interval) != size
-        block = max(1, self.max_scores // (self.num_heads * tokens * (groups if padded else 1)))
+        block = block_length(self.max_scores, self.num_heads * tokens * (groups if padded else 1))
         if block >= tokens:
             bias = position_bias(group_size)  # (heads, N, N)
             mask = grid_attention_mask(*size, self.interval, device=query.device, dtype=bias.dtype)
@@ -151,14 +152,15 @@ class GridAttention(nn.Module):
             return attention(query, key, value, bias, dropout_p=dropout_p, backend=self.backend)
         table = position_bias.table(group_size)  # ((2h-1)(2w-1), heads)
         labels = grid_padding_labels(*size, self.interval, device=query.device)  # (groups, N) or None
-        outputs = []
-        for start in range(0, tokens, block):
-            stop = min(tokens, start + block)
+
+        def block_bias(start: int, stop: int) -> torch.Tensor:  # (heads, queries, N) [+ (groups, 1, queries, N)]
             bias = table[relative_position_rows(group_size, start, stop, table.device)].permute(2, 0, 1).contiguous()
             if labels is not None:
                 bias = bias + label_mask(labels[:, start:stop], labels, bias.dtype)[:, None]
-            outputs.append(attention(query[..., start:stop, :], key, value, bias, dropout_p=dropout_p, backend=self.backend))
-        return torch.cat(outputs, dim=-2)
+            return bias
+
+        return blocked_attention(query, key, value, block_bias, axis="queries", block=block, dropout_p=dropout_p,
+                                 backend=self.backend)
 
     def _split_qkv(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = rearrange(

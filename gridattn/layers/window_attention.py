@@ -8,6 +8,7 @@ from torch import nn
 
 from ..functional._checks import check_feature_map, check_heads, check_positive, check_probability, check_shift, to_pair
 from ..functional.backends import attention, check_backend
+from ..functional.blocked import MAX_SCORES, block_length, blocked_attention
 from ..functional.masks import window_attention_mask
 from ..functional.padding import pad_to_multiple, unpad
 from ..functional.partition import window_partition, window_reverse
@@ -21,7 +22,7 @@ def masked_window_attention(
     position_bias: torch.Tensor,
     mask: torch.Tensor | None,
     *,
-    max_scores: int = 2**24,
+    max_scores: int = MAX_SCORES,
     dropout_p: float = 0.0,
     backend: str | None = None,
 ) -> torch.Tensor:
@@ -46,14 +47,9 @@ def masked_window_attention(
     """
     if mask is None:
         return attention(q, k, v, position_bias, dropout_p=dropout_p, backend=backend)
-    windows = q.shape[1]
-    block = max(1, max_scores // position_bias.numel())
-    outputs = [
-        attention(q[:, start:start + block], k[:, start:start + block], v[:, start:start + block],
-                  position_bias + mask[start:start + block, None], dropout_p=dropout_p, backend=backend)
-        for start in range(0, windows, block)
-    ]
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+    return blocked_attention(q, k, v, lambda start, stop: position_bias + mask[start:stop, None], axis="groups",
+                             block=block_length(max_scores, position_bias.numel()), dropout_p=dropout_p,
+                             backend=backend)
 
 
 class WindowAttention(nn.Module):
@@ -110,7 +106,7 @@ class WindowAttention(nn.Module):
         proj_drop: float = 0.0,
         mask_value: float = float("-inf"),
         backend: str | None = None,
-        max_scores: int = 2**24,
+        max_scores: int = MAX_SCORES,
     ) -> None:
         super().__init__()
         check_heads(dim, num_heads)

@@ -16,6 +16,7 @@ from torch import nn
 from ..blocks import RHTB
 from ..blocks.gab import Numerics
 from ..functional._checks import check_like
+from ..functional.blocked import MAX_SCORES
 from ..functional.padding import pad_to_multiple, unpad
 
 SCALES = (2, 3, 4)
@@ -240,7 +241,7 @@ class HMANet(nn.Module):
         activations (FusedConv's expanded maps, ``6 * embed_dim`` channels with a few alive at once, are the
         largest in the body, the pixel-shuffle maps in the upsampler); the eval caches kept for this size
         (relative-position biases, shift masks, grid biases of groups small enough to be built whole); and
-        the blocks of at most ``2**24`` score entries that large attentions are computed in; on CUDA, 96 MiB
+        the blocks of at most ``MAX_SCORES`` (``2**24``) score entries that large attentions are computed in; on CUDA, 96 MiB
         of cuBLAS / cuDNN workspaces. :func:`gridattn.inference.upscale` uses it to refuse images that cannot fit.
 
         Args:
@@ -259,7 +260,7 @@ class HMANet(nn.Module):
         activations = tokens * itemsize * max(body, upsampler)
         window = c.window_size ** 2
         group = per_image // c.interval ** 2  # tokens of one grid group
-        max_scores = 2**24  # the layers' default bound
+        max_scores = MAX_SCORES  # the layers' default bound
         caches = 2 * per_image * window * 4  # shift masks (windows, N, N) of the FABs and of the GAB
         scores = 0
         for depth, heads in zip(c.depths, c.num_heads):
