@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from einops import rearrange
 from torch import nn
 
 from ..functional._checks import check_feature_map, check_positive
-from ..functional.masks import window_attention_mask
-from ..functional.partition import window_partition, window_reverse
 from ..layers import GridAttention, Mlp, PostNorm, WindowAttention
-from ..layers.window_attention import masked_window_attention
-
-Numerics = Literal["corrected", "official"]
-"""The numerics mode of :class:`GAB`, :class:`~gridattn.blocks.RHTB` and :class:`~gridattn.models.HMANet`."""
-OFFICIAL_MASK_VALUE = -100.0  # what the official code adds to masked scores (Swin's convention)
-"""What the official code adds to masked scores (Swin's convention); used in ``"official"`` numerics."""
+from .numerics import Numerics, OfficialShiftedWindowAttention, check_numerics
 
 
 class GAB(nn.Module):
@@ -31,7 +21,8 @@ class GAB(nn.Module):
     ``numerics="official"`` reproduces two bugs of the official code in the shifted branch: the rolled map
     is cut into consecutive raster runs of ``window**2`` tokens instead of windows (the shifted-window mask
     is still added), and the result is rolled back along the token and the **channel** axes of a
-    ``(B, H*W, C)`` tensor; its mask adds ``-100`` (not ``-inf``), as the official code does.
+    ``(B, H*W, C)`` tensor; its mask adds ``-100`` (not ``-inf``), as the official code does
+    (:class:`~gridattn.blocks.numerics.OfficialShiftedWindowAttention`, chosen when the block is built).
     ``"corrected"`` (default) runs a real SW-MSA with an exact mask. Official numerics need H and W
     to be multiples of ``window_size`` (HMANet pads to that).
 
@@ -85,13 +76,14 @@ class GAB(nn.Module):
             raise ValueError(f"GAB needs dim divisible by 4 (two quarter-width window branches), got {dim}")
         if num_heads % 2:
             raise ValueError(f"GAB needs an even num_heads (each branch gets half), got {num_heads}")
-        if numerics not in ("corrected", "official"):
-            raise ValueError(f"numerics must be 'corrected' or 'official', got {numerics!r}")
+        check_numerics(numerics)
         self.dim, self.window_size, self.numerics = dim, window_size, numerics
         heads = num_heads // 2
         quarter = dict(in_dim=dim, qkv_bias=qkv_bias, backend=backend)
         self.window_attn = WindowAttention(dim // 4, heads, window_size, 0, **quarter)
-        self.window_attn_s = WindowAttention(dim // 4, heads, window_size, window_size // 2, **quarter)
+        # official numerics: the official code's branch, bugs included (same weights), chosen here once
+        shifted = OfficialShiftedWindowAttention if numerics == "official" else WindowAttention
+        self.window_attn_s = shifted(dim // 4, heads, window_size, window_size // 2, **quarter)
         self.grid_attn = GridAttention(dim // 2, heads, interval, out_proj=False, bias_hidden_dim=grid_bias_dim, **quarter)
         self.fc = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim)
@@ -99,30 +91,6 @@ class GAB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(x, self.dim)
-        shifted = self._official_shifted_branch(x) if self.numerics == "official" else self.window_attn_s(x)
-        branches = torch.cat([self.window_attn(x), shifted, self.grid_attn(x)], dim=-1)
+        branches = torch.cat([self.window_attn(x), self.window_attn_s(x), self.grid_attn(x)], dim=-1)
         x = x + self.norm1(self.fc(branches))
         return self.mlp(x)
-
-    def _official_shifted_branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The official code's shifted branch, bugs included (see the class docstring)."""
-        layer = self.window_attn_s
-        batch, height, width, _ = x.shape
-        window, shift = self.window_size, layer.shift[0]
-        if height % window or width % window:
-            raise ValueError(f"official numerics need H, W multiples of {window}, got {height}x{width}")
-        qkv = torch.roll(layer.qkv(x), shifts=(-shift, -shift), dims=(1, 2))
-        # raster runs of window**2 tokens, not windows: the first bug
-        q, k, v = rearrange(qkv, "b h w (three heads d) -> three b (h w) heads d", three=3, heads=layer.num_heads)
-        q, k, v = (rearrange(t, "b (n t) heads d -> b n heads t d", t=window * window) for t in (q, k, v))
-        mask = window_attention_mask(
-            height, width, window, shift, device=x.device,
-            dtype=layer.relative_position_bias.relative_position_bias_table.dtype, masked_value=OFFICIAL_MASK_VALUE,
-        )
-        out = masked_window_attention(q, k, v, layer.relative_position_bias(), mask, max_scores=layer.max_scores,
-                                      backend=layer.backend)
-        out = layer.proj(rearrange(out, "b n heads t d -> (b n) t (heads d)"))
-        out = window_reverse(out.reshape(-1, window, window, layer.dim), window, height, width)
-        # the roll back acts on a (B, H*W, C) tensor: tokens and channels are rolled, the second bug
-        out = torch.roll(out.reshape(batch, height * width, layer.dim), shifts=(shift, shift), dims=(1, 2))
-        return out.reshape(batch, height, width, layer.dim)

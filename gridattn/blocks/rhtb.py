@@ -8,7 +8,8 @@ from torch import nn
 from ..functional._checks import check_feature_map, check_positive
 from ..layers import FusedConv
 from .fab import FAB
-from .gab import GAB, OFFICIAL_MASK_VALUE, Numerics
+from .gab import GAB
+from .numerics import Numerics, mask_value
 
 
 class RHTB(nn.Module):
@@ -73,14 +74,14 @@ class RHTB(nn.Module):
         if len(rates) != depth:
             raise ValueError(f"drop_path has {len(rates)} values for depth {depth}")
         self.dim = dim
-        mask_value = OFFICIAL_MASK_VALUE if numerics == "official" else float("-inf")
+        masked = mask_value(numerics)
         blocks: list[nn.Module] = []
         for i, rate in enumerate(rates):
             if i % 2 == 0:
                 blocks.append(FusedConv(dim, expand_ratio=6, se_reduction=2))
             shift = 0 if i % 2 == 0 else window_size // 2
             blocks.append(FAB(dim, num_heads=num_heads, window_size=window_size, shift=shift, mlp_ratio=mlp_ratio,
-                              qkv_bias=qkv_bias, drop_path=rate, mask_value=mask_value, backend=backend))
+                              qkv_bias=qkv_bias, drop_path=rate, mask_value=masked, backend=backend))
         self.blocks = nn.ModuleList(blocks)
         self.gab = GAB(dim, num_heads=num_heads, window_size=window_size, interval=interval, mlp_ratio=mlp_ratio,
                        qkv_bias=qkv_bias, numerics=numerics, grid_bias_dim=grid_bias_dim, backend=backend)

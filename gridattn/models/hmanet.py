@@ -14,7 +14,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..blocks import RHTB
-from ..blocks.gab import Numerics
+from ..blocks.numerics import Numerics, check_numerics
 from ..functional._checks import check_like
 from ..functional.blocked import MAX_SCORES
 from ..functional.padding import pad_to_multiple, unpad
@@ -99,8 +99,7 @@ class HMANetConfig:
                 raise ValueError(f"embed_dim={self.embed_dim} does not split into the branches of num_heads={heads}")
         if self.embed_dim % 4:
             raise ValueError(f"embed_dim must be divisible by 4, got {self.embed_dim}")
-        if self.numerics not in ("corrected", "official"):
-            raise ValueError(f"numerics must be 'corrected' or 'official', got {self.numerics!r}")
+        check_numerics(self.numerics)
         if self.in_channels == 3 and len(self.rgb_mean) != 3:
             raise ValueError(f"rgb_mean needs 3 values for RGB, got {self.rgb_mean}")
 
