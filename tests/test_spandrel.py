@@ -333,3 +333,34 @@ def test_architecture_instances_are_independent_of_the_registry():
     model = random_model(tiny_config(2), seed=11)
     assert_loads_as(ARCHITECTURE.load(to_official_state_dict(model)), model, image())
     assert isinstance(ARCHITECTURE, HMANetArch)
+
+
+def test_a_model_the_trainer_wrote_loads_through_spandrel(tmp_path):
+    """Train a few steps, then hand the printed model file to spandrel's own loader (which keeps only tensors):
+    the configuration travels in the file, and the outputs are gridattn's load of the same file."""
+    import contextlib
+    import io
+    import re
+
+    import numpy as np
+
+    from gridattn.data import imresize, write_image
+    from gridattn.models import load_hmanet
+    from gridattn.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image(tmp_path / "hr" / f"{i}.png", imresize(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), size=(64, 64)))
+    config = tiny_config(2, numerics="corrected", image_skip=True, window_size=8, interval=2)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train(TrainConfig(output_dir=str(tmp_path / "stage"), model=config, data=(str(tmp_path / "hr"),),
+                          iterations=3, batch_size=2, patch_size=16, lr=2e-3, checkpoint_every=3, progress=False))
+    path = re.search(r"model \(EMA weights\) (\S+),", printed.getvalue()).group(1)
+    register()
+    descriptor = spandrel.ModelLoader().load_from_file(path)
+    assert descriptor.architecture.id == ARCH_ID and same_config(descriptor.model.config, config)
+    x = image(height=13, width=10)
+    with torch.no_grad():
+        assert torch.equal(descriptor.model(x), load_hmanet(path)(x))
+        assert torch.equal(load_descriptor(tmp_path / "stage").model(x), load_hmanet(path)(x))
