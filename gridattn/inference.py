@@ -16,6 +16,7 @@ lower ``tile`` and try again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,19 +24,54 @@ from torch import nn
 
 from .data.images import pil_pixels
 from .data.imresize import imresize
+from .memory import estimate_inference_memory
+from .models.hmanet import HMANet
 
 Model = Callable[[torch.Tensor], torch.Tensor]
+MemoryEstimate = Callable[[int, int, int, torch.dtype], int]
+"""``(height, width, batch, dtype) -> bytes`` of one no-grad forward on the model's device."""
 
 
-def _model_info(model) -> tuple[int, int, torch.device, torch.dtype]:
-    """(input channels, padding multiple, device, dtype) of a model; defaults for plain callables."""
-    config = getattr(model, "config", None)
-    channels = getattr(config, "in_channels", 3)
-    multiple = getattr(config, "pad_multiple", 1)
+@dataclass(frozen=True)
+class ModelSpec:
+    """What :func:`upscale` needs to know of a model besides calling it.
+
+    Attributes:
+        in_channels: image channels the model takes (grayscale images go through an RGB model as three
+            equal channels).
+        pad_multiple: tile sizes and origins are multiples of this, so that the model's windows line up with
+            the whole image's.
+        scale: upscaling factor, or ``None`` to read it off the first output (then the host-memory check of
+            the result is skipped).
+        memory: bytes of one forward, or ``None`` (no memory check).
+    """
+
+    in_channels: int = 3
+    pad_multiple: int = 1
+    scale: int | None = None
+    memory: MemoryEstimate | None = None
+
+    @classmethod
+    def of(cls, model: Model) -> ModelSpec:
+        """An :class:`~gridattn.models.HMANet`'s spec from its configuration (memory by
+        :func:`~gridattn.memory.estimate_inference_memory`); the defaults for any other model."""
+        if not isinstance(model, HMANet):
+            return cls()
+        config, device, _ = model.config, *_placement(model)
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+
+        def memory(height: int, width: int, batch: int, dtype: torch.dtype) -> int:
+            return estimate_inference_memory(config, height, width, batch=batch, dtype=dtype, device=device,
+                                             weights=weights)
+        return cls(config.in_channels, config.pad_multiple, config.scale, memory)
+
+
+def _placement(model: Model) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of a module's first parameter; the CPU and float32 for anything else."""
     param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return channels, multiple, device, dtype
+    return device, dtype
 
 
 def _starts(length: int, tile: int, step: int) -> list[int]:
@@ -199,14 +235,13 @@ def available_memory(device: torch.device | str) -> int | None:
     return None
 
 
-def _check_memory(model, x: torch.Tensor, tile: int | None, batch_tiles: int, multiple: int,
-                  device: torch.device, dtype: torch.dtype) -> None:
-    """Raise :class:`ImageTooLargeError` before running a forward that cannot fit (models that can estimate)."""
-    estimate = getattr(model, "estimate_inference_memory", None)
-    if estimate is None:
+def _check_memory(spec: ModelSpec, x: torch.Tensor, tile: int | None, batch_tiles: int, device: torch.device,
+                  dtype: torch.dtype) -> None:
+    """Raise :class:`ImageTooLargeError` before running a forward that cannot fit (models with an estimate)."""
+    estimate, multiple, scale = spec.memory, spec.pad_multiple, spec.scale
+    if estimate is None or scale is None:
         return
     batch, channels, height, width = x.shape
-    scale = getattr(getattr(model, "config", None), "scale", 4)
     # host: the float input, the output and the running sums of tiles / self-ensemble runs, in float32
     host = 4 * batch * channels * height * width * (1 + 3 * scale**2)
     if tile is None:
@@ -246,6 +281,7 @@ def upscale(
     batch_tiles: int = 4,
     progress: bool = False,
     check_memory: bool = True,
+    spec: ModelSpec | None = None,
 ):
     """Super-resolve ``image`` with ``model``.
 
@@ -264,9 +300,11 @@ def upscale(
         self_ensemble: average the 8 flips and rotations (x8 the time).
         batch_tiles: tiles run per model call.
         progress: show a progress bar.
-        check_memory: for models that estimate their memory (:meth:`HMANet.estimate_inference_memory
-            <gridattn.models.HMANet.estimate_inference_memory>`), refuse up front an image (or tile) whose
+        check_memory: for models with a memory estimate (:class:`~gridattn.models.HMANet`:
+            :func:`~gridattn.memory.estimate_inference_memory`), refuse up front an image (or tile) whose
             forward would not fit in the device's available memory.
+        spec: what upscale needs to know of the model (input channels, padding multiple, scale, memory
+            estimate); default :meth:`ModelSpec.of` the model. Pass one for your own windowed models.
 
     Returns:
         The upscaled image, of the kind and dtype of ``image`` (values clipped to ``[0, 1]``; ``uint8`` and
@@ -291,7 +329,9 @@ def upscale(
 
     x, back = _to_tensor(image)
     _check_values(x, unit_range=not isinstance(image, torch.Tensor))
-    channels, multiple, device, dtype = _model_info(model)
+    spec = ModelSpec.of(model) if spec is None else spec
+    channels, multiple = spec.in_channels, spec.pad_multiple
+    device, dtype = _placement(model)
     alpha = None
     if (x.shape[1] == 4 and channels == 3) or (x.shape[1] == 2 and channels in (1, 3)):  # RGBA, gray + alpha
         x, alpha = x[:, :-1], x[:, -1:]
@@ -301,7 +341,7 @@ def upscale(
     if x.shape[1] != channels:
         raise ValueError(f"the model takes {channels}-channel images, got {x.shape[1]} channels")
     if check_memory:
-        _check_memory(model, x, tile, batch_tiles, multiple, device, dtype)
+        _check_memory(spec, x, tile, batch_tiles, device, dtype)
     transforms = _TRANSFORMS if self_ensemble else _TRANSFORMS[:1]
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):

@@ -8,6 +8,7 @@ import reference
 from gridattn import GridAttention, WindowAttention
 from gridattn.data import write_image
 from gridattn.functional import attention, available_backends
+from gridattn.memory import estimate_inference_memory
 from gridattn.models import HMANet, hmanet_config
 from gridattn.train import TrainConfig, train
 from strategies import random_map, randomize_
@@ -118,7 +119,7 @@ def test_sdpa_runs_a_fused_kernel_for_hmanet_head_widths(dtype):
                                                   ("official", 4, (128, 96)), ("official", 2, (200, 136)),
                                                   ("official", 3, (256, 256)), ("official", 4, (512, 384))])
 def test_memory_estimate_bounds_the_measured_cuda_peak(preset, scale, size):
-    """HMANet.estimate_inference_memory lies between the allocator's peak of a no-grad forward (weights
+    """estimate_inference_memory lies between the allocator's peak of a no-grad forward (weights
     included) and three times it, so upscale refuses only images that would not fit."""
     torch.cuda.empty_cache()
     model = HMANet(hmanet_config(scale, preset)).cuda().eval()
@@ -132,7 +133,7 @@ def test_memory_estimate_bounds_the_measured_cuda_peak(preset, scale, size):
             torch.cuda.synchronize()
             peaks.append(torch.cuda.max_memory_allocated())
     measured = max(peaks)
-    estimate = model.estimate_inference_memory(*size)
+    estimate = estimate_inference_memory(model.config, *size, device="cuda")
     print(f"{preset} x{scale} {size}: measured {measured / 2**30:.3f} GiB, estimate {estimate / 2**30:.3f} GiB")
     assert measured <= estimate <= 3 * measured
 
@@ -142,7 +143,7 @@ def test_upscale_on_cuda_refuses_what_cannot_fit_and_runs_what_can():
 
     model = HMANet(hmanet_config(4)).cuda().eval()
     image = torch.rand(1, 3, 4000, 4000)
-    assert model.estimate_inference_memory(4000, 4000) > available_memory("cuda")
+    assert estimate_inference_memory(model.config, 4000, 4000, device="cuda") > available_memory("cuda")
     with pytest.raises(ImageTooLargeError, match="on cuda"):
         upscale(model, image)
     out = upscale(model, np.zeros((50, 70, 3), np.uint8))

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from gridattn.cli import main
 from gridattn.data import read_image, write_image
 from gridattn.inference import ImageTooLargeError, upscale
+from gridattn.memory import CUDA_WORKSPACES, estimate_inference_memory, weight_bytes
 from gridattn.models import HMANet, hmanet_config, save_hmanet
 from test_layer_properties import DIM, LAYERS as LAYERS_WITH_REFERENCES
 
@@ -124,7 +125,7 @@ def test_upscale_refuses_what_cannot_fit_before_running(monkeypatch):
                                                  r"but 1\.0 GiB are available: pass tile=\d+ \(command line: --tile"):
         upscale(model, image)
     tile = int(str(pytest.raises(ImageTooLargeError, upscale, model, image).value).split("tile=")[1].split()[0])
-    assert model.estimate_inference_memory(tile, tile, 4) <= 2**29 and not called
+    assert estimate_inference_memory(model.config, tile, tile, batch=4) <= 2**29 and not called
     with pytest.raises(ImageTooLargeError, match="in tiles of 512"):
         upscale(model, image, tile=512)
     monkeypatch.setattr(inference, "available_memory", lambda device: 2**20)
@@ -134,13 +135,16 @@ def test_upscale_refuses_what_cannot_fit_before_running(monkeypatch):
 
 
 def test_memory_estimate_grows_with_the_padded_size():
-    model = HMANet(hmanet_config(4, "tiny"))
-    multiple = model.config.pad_multiple
-    base = model.estimate_inference_memory(1, 1)
-    assert model.estimate_inference_memory(multiple, multiple) == base
-    assert model.estimate_inference_memory(multiple + 1, multiple) > base
-    assert model.estimate_inference_memory(multiple, multiple, batch=3) > base
-    assert model.estimate_inference_memory(64, 64, dtype=torch.bfloat16) < model.estimate_inference_memory(64, 64)
+    config = hmanet_config(4, "tiny")
+    multiple = config.pad_multiple
+    base = estimate_inference_memory(config, 1, 1)
+    assert estimate_inference_memory(config, multiple, multiple) == base
+    assert estimate_inference_memory(config, multiple + 1, multiple) > base
+    assert estimate_inference_memory(config, multiple, multiple, batch=3) > base
+    assert estimate_inference_memory(config, 64, 64, dtype=torch.bfloat16) < estimate_inference_memory(config, 64, 64)
+    weights = sum(p.numel() * 4 for p in HMANet(config).parameters())
+    assert weight_bytes(config) == weights
+    assert estimate_inference_memory(config, 8, 8, device="cuda") == base + CUDA_WORKSPACES
 
 
 def _png(path, array: np.ndarray) -> None:

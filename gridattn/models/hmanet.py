@@ -16,7 +16,6 @@ from torch import nn
 from ..blocks import RHTB
 from ..blocks.numerics import Numerics, check_numerics
 from ..functional._checks import check_like
-from ..functional.blocked import MAX_SCORES
 from ..functional.padding import pad_to_multiple, unpad
 
 SCALES = (2, 3, 4)
@@ -189,7 +188,7 @@ class HMANet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.conv_first = nn.Conv2d(c.in_channels, c.embed_dim, 3, padding=1)
         self.embed_norm = nn.LayerNorm(c.embed_dim)
-        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths)).tolist()
+        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()  # also under a meta device
         starts = [sum(c.depths[:i]) for i in range(len(c.depths))]
         self.layers = nn.ModuleList(
             RHTB(c.embed_dim, depth=depth, num_heads=heads, window_size=c.window_size, interval=c.interval,
@@ -230,49 +229,6 @@ class HMANet(nn.Module):
         if c.image_skip:
             return x / c.img_range + F.interpolate(image, scale_factor=c.scale, mode="bicubic", align_corners=False)
         return x / c.img_range + mean
-
-    def estimate_inference_memory(self, height: int, width: int, batch: int = 1,
-                                  dtype: torch.dtype | None = None) -> int:
-        """Bytes the first forward under ``torch.no_grad()`` needs at most for ``(batch, C, height, width)``.
-
-        An upper estimate, calibrated on CUDA's allocator with the default attention backend (a CUDA test
-        checks that it lies between the measured peak and three times it). It counts the weights; the
-        activations (FusedConv's expanded maps, ``6 * embed_dim`` channels with a few alive at once, are the
-        largest in the body, the pixel-shuffle maps in the upsampler); the eval caches kept for this size
-        (relative-position biases, shift masks, grid biases of groups small enough to be built whole); and
-        the blocks of at most ``MAX_SCORES`` (``2**24``) score entries that large attentions are computed in; on CUDA, 96 MiB
-        of cuBLAS / cuDNN workspaces. :func:`gridattn.inference.upscale` uses it to refuse images that cannot fit.
-
-        Args:
-            height: input height in pixels (before padding).
-            width: input width in pixels.
-            batch: images per forward.
-            dtype: activation dtype (default: the dtype of the weights).
-        """
-        c = self.config
-        itemsize = (dtype or next(self.parameters()).dtype).itemsize
-        multiple = c.pad_multiple
-        per_image = -(-height // multiple) * multiple * -(-width // multiple) * multiple  # padded tokens
-        tokens = batch * per_image
-        body = 28 * c.embed_dim  # channels alive at the FusedConv peak, residual streams and q/k/v copies
-        upsampler = c.upsample_features * (2 * c.scale ** 2 + 2) + 4 * c.in_channels * c.scale ** 2
-        activations = tokens * itemsize * max(body, upsampler)
-        window = c.window_size ** 2
-        group = per_image // c.interval ** 2  # tokens of one grid group
-        max_scores = MAX_SCORES  # the layers' default bound
-        caches = 2 * per_image * window * 4  # shift masks (windows, N, N) of the FABs and of the GAB
-        scores = 0
-        for depth, heads in zip(c.depths, c.num_heads):
-            branch = heads // 2  # GAB's branches split the heads
-            caches += (depth * heads + 2 * branch) * window ** 2 * 4  # relative-position biases (heads, N, N)
-            if branch * group ** 2 <= max_scores:  # grid biases (heads, N, N) of both stages, else built per block
-                caches += 2 * branch * group ** 2 * 4
-            scores = max(scores, tokens * heads * window, tokens * branch * group)
-        blocks = 3 * 4 * min(scores, max_scores)  # bias + mask sums and float32 scores of one block
-        weights = sum(p.numel() * p.element_size() for p in self.parameters())
-        # cuBLAS / cuDNN workspaces come from the same allocator on CUDA
-        workspaces = 96 * 2**20 if self.conv_first.weight.is_cuda else 0
-        return weights + activations + caches + blocks + workspaces
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features: ``(B, embed_dim, H, W)`` -> same, H and W already padded.
