@@ -13,12 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .data import IMAGE_SUFFIXES, benchmark_pairs, imresize, list_images, read_image, write_image
+from .data import IMAGE_SUFFIXES, list_images, read_image, write_image
+from .evaluation import evaluate
 from .inference import upscale
-from .metrics import psnr, ssim
 from .models import CheckpointError, load_hmanet
 
 
@@ -103,30 +102,21 @@ def _cmd_info(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     device = _device(args.device)
-    scale = args.scale
-    pairs = benchmark_pairs(args.hr, scale, args.lr)
-    first = next(pairs)  # folder errors before the model is loaded
-    model = None if args.bicubic else _load_model(args.checkpoint, scale, device)
-    rows = []
-    for name, hr, lr in [first, *pairs]:
-        if model is None:
-            sr = imresize(lr, scale)
-        else:
-            sr = upscale(model, lr, tile=args.tile, tile_overlap=args.tile_overlap, self_ensemble=args.self_ensemble)
-        rows.append((name, psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
-    mean_psnr = float(np.mean([r[1] for r in rows]))
-    mean_ssim = float(np.mean([r[2] for r in rows]))
+    list_images(args.hr)  # folder errors before the model is loaded
+    model = None if args.bicubic else _load_model(args.checkpoint, args.scale, device)
+    result = evaluate(model, args.hr, args.scale, lr_folder=args.lr, tile=args.tile, tile_overlap=args.tile_overlap,
+                      self_ensemble=args.self_ensemble)
     if args.json:
-        print(json.dumps({"psnr": mean_psnr, "ssim": mean_ssim, "images": len(rows), "scale": scale,
-                          "method": "bicubic" if model is None else str(args.checkpoint),
-                          "per_image": [{"image": n, "psnr": p, "ssim": s} for n, p, s in rows]}))
+        print(json.dumps({"psnr": result.psnr, "ssim": result.ssim, "images": len(result.per_image),
+                          "scale": args.scale, "method": "bicubic" if model is None else str(args.checkpoint),
+                          "per_image": [{"image": s.image, "psnr": s.psnr, "ssim": s.ssim} for s in result.per_image]}))
         return 0
-    width = max(len("mean"), *(len(r[0]) for r in rows))
+    width = max(len("mean"), *(len(s.image) for s in result.per_image))
     print(f"| {'image':<{width}} | PSNR (dB) | SSIM   |")
     print(f"| {'-' * width} | --------- | ------ |")
-    for name, p, s in rows:
-        print(f"| {name:<{width}} | {p:9.4f} | {s:.4f} |")
-    print(f"| {'mean':<{width}} | {mean_psnr:9.4f} | {mean_ssim:.4f} |")
+    for s in result.per_image:
+        print(f"| {s.image:<{width}} | {s.psnr:9.4f} | {s.ssim:.4f} |")
+    print(f"| {'mean':<{width}} | {result.psnr:9.4f} | {result.ssim:.4f} |")
     return 0
 
 

@@ -72,6 +72,39 @@ def _quiet_exporters() -> Iterator[None]:
             logger.setLevel(level)
 
 
+# Rewrite rules of onnxscript's optimiser left out of the export (see _without_slow_rewrite_rules).
+SKIPPED_REWRITE_RULES = frozenset({"SlicesSplit"})
+
+
+@contextlib.contextmanager
+def _without_slow_rewrite_rules() -> Iterator[None]:
+    """Run the exporter's optimiser (``optimize=True``: onnxscript's ``optimize_ir``) without the rewrite rules
+    in :data:`SKIPPED_REWRITE_RULES`.
+
+    ``SlicesSplit`` (two ``Slice`` of the same tensor that halve its last axis -> one ``Split``) has two output
+    nodes, and onnxscript matches such patterns by brute force: for every ``Slice`` node it lists the whole
+    graph and pairs the node with every other ``Slice``. That is quadratic in the graph size; a dynamic graph of
+    the official x4 model (thousands of ``Slice`` nodes from the symbolic shape arithmetic) spent about six of
+    its eight export minutes there. HMANet has no such halving slices, so the rule never applies and the file
+    is the same without it. The other rules, constant folding and the clean-up passes run unchanged. If
+    onnxscript's rule list is not where this expects it, nothing is changed (slow, but the same result).
+    """
+    try:
+        from onnxscript import rewriter
+    except ImportError:  # pragma: no cover - onnxscript is required before this runs
+        yield
+        return
+    rules = getattr(rewriter, "_DEFAULT_REWRITE_RULES", None)
+    if not isinstance(rules, tuple):
+        yield
+        return
+    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in rules if getattr(r, "name", None) not in SKIPPED_REWRITE_RULES)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = rules
+
+
 class OnnxExportError(RuntimeError):
     """Tracing or converting the model failed; the message names the step, the cause is chained."""
 
@@ -253,7 +286,7 @@ def export_onnx(
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({0: dim, 2: dim, 3: dim},)
-    with torch.no_grad(), default_backend(attention_backend), _quiet_exporters():
+    with torch.no_grad(), default_backend(attention_backend), _quiet_exporters(), _without_slow_rewrite_rules():
         try:
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as error:

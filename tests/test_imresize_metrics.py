@@ -150,9 +150,10 @@ def test_ssim_matches_a_window_by_window_loop(seed, height, width):
 
 
 @needs_data
-def test_evaluate_model_without_a_model_scores_bicubic():
-    from gridattn.train import evaluate_model
+def test_evaluate_without_a_model_scores_bicubic():
+    from gridattn.evaluation import evaluate
 
-    mean_psnr, mean_ssim = evaluate_model(None, str(DATA / "Set5" / "HR"), 4)
+    result = evaluate(None, str(DATA / "Set5" / "HR"), 4)
+    mean_psnr, mean_ssim = result.psnr, result.ssim
     assert abs(mean_psnr - LITERATURE["Set5", 4][0]) < 0.02
     assert abs(mean_ssim - LITERATURE["Set5", 4][1]) < 0.002

@@ -467,7 +467,7 @@ def read_log(path: Path) -> list[dict]:
 
 def evaluate_stages(run: Path, names: list[str], eval_folders: list[str], tile: int) -> dict:
     """Per stage and evaluation set: (EMA model Y-PSNR, bicubic Y-PSNR), as the recipe evaluates them."""
-    from gridattn.train.trainer import evaluate_model
+    from gridattn.evaluation import evaluate
 
     scores, bicubic = {}, {}
     for name in names:
@@ -476,8 +476,8 @@ def evaluate_stages(run: Path, names: list[str], eval_folders: list[str], tile: 
         for folder in eval_folders:
             label = Path(folder).parent.name if Path(folder).name == "HR" else Path(folder).name
             if (label, scale) not in bicubic:
-                bicubic[label, scale] = evaluate_model(None, folder, scale)[0]
-            scores[name, label] = (evaluate_model(model, folder, scale, tile)[0], bicubic[label, scale])
+                bicubic[label, scale] = evaluate(None, folder, scale).psnr
+            scores[name, label] = (evaluate(model, folder, scale, tile=tile).psnr, bicubic[label, scale])
             print(f"{name} {label} x{scale}: model {scores[name, label][0]:.3f} dB, bicubic {bicubic[label, scale]:.3f} dB", flush=True)
     return scores
 

@@ -12,12 +12,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File name suffixes (lower case) recognised as images when listing folders."""
 
 
-def list_images(*paths: str | os.PathLike) -> list[Path]:
-    """Image files given directly or found (non-recursively) in the given folders, sorted by name per folder.
+def list_images(*paths: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files given directly or found in the given folders, sorted by path per folder.
 
     Args:
         *paths: image files (taken as they are, whatever their suffix) and folders (their files with a suffix
             in :data:`IMAGE_SUFFIXES`).
+        recursive: also search sub-folders (training data: ImageNet-style class folders and flat DF2K-style
+            folders both work).
 
     Returns:
         The files, in the order of ``paths``.
@@ -29,7 +31,8 @@ def list_images(*paths: str | os.PathLike) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = path.rglob("*") if recursive else path.iterdir()
+            files += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif path.is_file():
             files.append(path)
         else:

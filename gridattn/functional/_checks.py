@@ -11,10 +11,6 @@ import torch
 Size2 = tuple[int, int]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
-
-
 def _int_pair(value, name: str) -> Size2:
     if hasattr(value, "__index__") and not isinstance(value, bool):  # int, numpy integer, SymInt
         value = value if isinstance(value, torch.SymInt) else int(value.__index__())

@@ -1,9 +1,9 @@
 """Training: on-the-fly paired data, the trainer, EMA, scale transfer and the staged recipe."""
 
-from .dataset import PairedDataset, find_images
+from .dataset import PairedDataset
 from .ema import ModelEMA
 from .recipe import OFFICIAL, RECIPES, TINY, Recipe, Stage, StageResult, results_table, run_recipe
-from .trainer import TrainConfig, evaluate_model, lr_at, train
+from .trainer import TrainConfig, lr_at, train
 from .transfer import TransferReport, transfer_weights
 
 __all__ = [
@@ -17,8 +17,6 @@ __all__ = [
     "StageResult",
     "TrainConfig",
     "TransferReport",
-    "evaluate_model",
-    "find_images",
     "lr_at",
     "results_table",
     "run_recipe",

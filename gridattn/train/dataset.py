@@ -11,32 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.images import IMAGE_SUFFIXES, read_image
+from ..data.images import list_images, read_image
 from ..data.imresize import imresize
-
-
-def find_images(folders: Sequence[str | os.PathLike], recursive: bool = True) -> list[Path]:
-    """Image files under ``folders`` (recursively by default: ImageNet-style class folders and flat DF2K-style
-    folders both work), sorted.
-
-    Args:
-        folders: folders to search.
-        recursive: also search sub-folders.
-
-    Raises:
-        FileNotFoundError: a folder does not exist.
-        ValueError: no image (suffixes of :data:`gridattn.data.IMAGE_SUFFIXES`) was found.
-    """
-    files = []
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no such folder: {folder}")
-        pattern = folder.rglob("*") if recursive else folder.iterdir()
-        files += sorted(p for p in pattern if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"no images in {', '.join(map(str, folders))}")
-    return files
 
 
 def augment(images: Sequence[np.ndarray], hflip: bool, vflip: bool, transpose: bool) -> list[np.ndarray]:
@@ -117,7 +93,7 @@ class PairedDataset(Dataset):
                 f"LR patch size {patch_size} must be a positive multiple of {size_multiple} (the model's window and "
                 f"interval); for example the official x3 fine-tune's HR patch 128 gives LR 42, which cannot run"
             )
-        self.files = find_images(folders)
+        self.files = list_images(*folders, recursive=True)
         self.lr_files = None
         if lr_folders is not None:
             if len(lr_folders) != len(folders):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..models.checkpoint import load_hmanet
 from ..models.hmanet import hmanet_config
-from .trainer import TrainConfig, evaluate_model, train
+from ..evaluation import evaluate
+from .trainer import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -243,8 +244,10 @@ def run_recipe(
         scores = {}
         for name, hr_folder in (eval_sets or {}).items():
             if (name, stage.scale) not in bicubic:
-                bicubic[name, stage.scale] = evaluate_model(None, hr_folder, stage.scale)
-            scores[name] = (*evaluate_model(ema, hr_folder, stage.scale, recipe.eval_tile), *bicubic[name, stage.scale])
+                baseline = evaluate(None, hr_folder, stage.scale)
+                bicubic[name, stage.scale] = (baseline.psnr, baseline.ssim)
+            result = evaluate(ema, hr_folder, stage.scale, tile=recipe.eval_tile)
+            scores[name] = (result.psnr, result.ssim, *bicubic[name, stage.scale])
         results.append(StageResult(stage.name, stage.scale, stage.iterations, seconds, scores))
     return results
 

@@ -20,17 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.benchmark import benchmark_pairs
-from ..data.imresize import imresize
-from ..inference import upscale
-from ..metrics import psnr, ssim
+from ..evaluation import evaluate
 from ..models.checkpoint import STAGE_MODEL_FILE, TRAINER_CHECKPOINT_FILE, load_hmanet, save_hmanet
 from ..models.hmanet import HMANet, HMANetConfig
 from .dataset import PairedDataset
@@ -112,17 +108,6 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
     """(EMA weights of a trainer checkpoint, stage folder or gridattn / official checkpoint; their scale)."""
     model = load_hmanet(path)
     return model.state_dict(), model.config.scale
-
-
-def evaluate_model(model: HMANet | None, hr_folder: str, scale: int, tile: int | None = None) -> tuple[float, float]:
-    """Mean Y-PSNR / SSIM of ``model`` on an HR folder (LR by MATLAB bicubic, ``scale`` border); ``model=None``
-    scores MATLAB bicubic upsampling instead. ``tile`` runs tiled inference (overlap 16), much faster for grid
-    attention on large images on a CPU."""
-    scores = []
-    for _, hr, lr in benchmark_pairs(hr_folder, scale):
-        sr = imresize(lr, scale) if model is None else upscale(model, lr, tile=tile)
-        scores.append((psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
-    return tuple(float(v) for v in np.mean(scores, axis=0))
 
 
 @dataclass
@@ -323,7 +308,8 @@ def train(config: TrainConfig) -> dict:
             last_time = now
             if config.val_hr and (step == end == config.iterations or
                                   (config.validate_every and step % config.validate_every == 0)):
-                metrics["val_psnr"], metrics["val_ssim"] = evaluate_model(ema.module, config.val_hr, config.model.scale)
+                scores = evaluate(ema.module, config.val_hr, config.model.scale)
+                metrics["val_psnr"], metrics["val_ssim"] = scores.psnr, scores.ssim
                 row.update(metrics)
             log.row(row, last=step == end)
         if procs.main and (step % config.checkpoint_every == 0 or step == end):
