@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ._errors import one_line
 from .data import IMAGE_SUFFIXES, list_images, read_image, write_image
 from .evaluation import evaluate
 from .inference import upscale
@@ -188,23 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return "; ".join(lines) or type(error).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (UserError, FileNotFoundError, ValueError) as error:
-        print("gridattn: error: " + _one_line(error), file=sys.stderr)
+        print("gridattn: error: " + one_line(error), file=sys.stderr)
         return 2
     except (torch.OutOfMemoryError, MemoryError):
         print("gridattn: error: out of memory; use a smaller --tile", file=sys.stderr)
         return 2
     except OSError as error:  # unwritable output folder, full disk, ...
-        print(f"gridattn: error: {_one_line(error)}", file=sys.stderr)
+        print(f"gridattn: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gridattn: interrupted", file=sys.stderr)
@@ -212,6 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.traceback:
             raise
-        print(f"gridattn: internal error ({type(error).__name__}): {_one_line(error)}; "
+        print(f"gridattn: internal error ({type(error).__name__}): {one_line(error)}; "
               "run with --traceback and report it", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import platform
 
 import torch
 
+from ._errors import one_line
 from ._version import __version__
 from .functional.backends import BACKENDS, attention, get_default_backend, unavailable_reason
 
@@ -37,11 +38,6 @@ def devices() -> list[str]:
     return found
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
 def _try_attention(backend: str, device: str, dtype: torch.dtype) -> str | None:
     """None if ``backend`` runs a small biased attention call on ``device`` in ``dtype``, else why not."""
     reason = unavailable_reason(backend, device, dtype)
@@ -54,7 +50,8 @@ def _try_attention(backend: str, device: str, dtype: torch.dtype) -> str | None:
         if not torch.isfinite(out).all():
             return "gave non-finite values"
     except Exception as error:  # the report lists what fails instead of failing itself
-        return _first_line(error)
+        summary = one_line(error, first=True)
+        return summary if summary == type(error).__name__ else f"{type(error).__name__}: {summary}"
     return None
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from .._errors import one_line
 from ..functional.position import relative_position_index
 from .hmanet import HMANet, HMANetConfig
 
@@ -153,8 +154,7 @@ def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -
 
 def _unreadable(path: str, what: str, error: Exception) -> CheckpointError:
     """The error for a file that could not be read: the file, what it should have been, the cause's first line."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return CheckpointError(f"cannot read checkpoint {path} ({what}): {reason}")
+    return CheckpointError(f"cannot read checkpoint {path} ({what}): {one_line(error, first=True)}")
 
 
 def _read_safetensors(path: str, map_location) -> dict[str, Any]:
