@@ -10,10 +10,10 @@ instead, which only masks while scores stay well below 100; ``masked_value=-100.
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 
+from ._cache import cached_tensor
 from ._checks import check_shift, to_pair
 from .padding import padded_size
 from .partition import grid_partition, window_partition
@@ -69,8 +69,7 @@ def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[
     return labels[None, :, :, None]  # (1, H', W', 1)
 
 
-@lru_cache(maxsize=16)
-@torch.inference_mode(False)  # cached: must stay usable by autograd after a call in inference mode
+@cached_tensor()
 def _window_mask(height, width, window, shift, device, dtype, masked_value):
     padded = padded_size(height, width, window)
     if shift == (0, 0) and padded == (height, width):
@@ -125,8 +124,7 @@ def window_attention_mask(
     """
     window = to_pair(window_size, "window_size")
     shift = check_shift(shift, window)
-    compute = _window_mask.__wrapped__ if torch.compiler.is_compiling() else _window_mask  # traced, not cached
-    return compute(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype, masked_value)
+    return _window_mask(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype, masked_value)
 
 
 def grid_padding_labels(
@@ -158,8 +156,7 @@ def grid_padding_labels(
     return grid_partition(labels.float(), interval).flatten(1).long()
 
 
-@lru_cache(maxsize=16)
-@torch.inference_mode(False)
+@cached_tensor()
 def _grid_mask(height, width, interval, device, dtype):
     labels = grid_padding_labels(height, width, interval, device=device)
     return None if labels is None else label_mask(labels, labels, dtype)
@@ -197,5 +194,4 @@ def grid_attention_mask(
         torch.Size([16, 16, 16])
     """
     interval = to_pair(interval, "interval")
-    compute = _grid_mask.__wrapped__ if torch.compiler.is_compiling() else _grid_mask  # traced, not cached
-    return compute(height, width, interval, torch.device(device if device is not None else "cpu"), dtype)
+    return _grid_mask(height, width, interval, torch.device(device if device is not None else "cpu"), dtype)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 
+from ._cache import cached_tensor
 from ._checks import to_pair
 
 
@@ -25,8 +25,7 @@ def relative_position_rows(size: int | tuple[int, int], start: int, stop: int, d
     return (dy + h - 1) * (2 * w - 1) + (dx + w - 1)
 
 
-@lru_cache(maxsize=16)
-@torch.inference_mode(False)  # cached: must stay usable by autograd after a call in inference mode
+@cached_tensor()
 def _relative_position_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
     return relative_position_rows(size, 0, size[0] * size[1], device)
 
@@ -40,8 +39,7 @@ def relative_position_index(size: int | tuple[int, int], device: torch.device | 
 
     Returns a cached ``(h*w, h*w)`` int64 tensor on ``device``: treat it as read-only.
     """
-    compute = _relative_position_index.__wrapped__ if torch.compiler.is_compiling() else _relative_position_index
-    return compute(to_pair(size, "size"), torch.device(device if device is not None else "cpu"))
+    return _relative_position_index(to_pair(size, "size"), torch.device(device if device is not None else "cpu"))
 
 
 def relative_offsets(size: int | tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
