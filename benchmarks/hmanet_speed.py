@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gridattn.functional import default_backend
+from gridattn.functional import use_backend
 from gridattn.models import HMANet, hmanet_config, to_official_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def variant_context(variant: str, device: torch.device):
     """Backend, autocast and TF32 settings of ``variant`` (restored afterwards)."""
     with contextlib.ExitStack() as stack:
         if variant == "math":
-            stack.enter_context(default_backend("math"))
+            stack.enter_context(use_backend("math"))
         if variant == "bf16":
             stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
         if variant == "tf32":

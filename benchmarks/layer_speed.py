@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from gridattn import FusedConv, GridAttention, WindowAttention
-from gridattn.functional import default_backend
+from gridattn.functional import use_backend
 
 
 def timed(fn: Callable[[], None], device: torch.device) -> float:
@@ -69,7 +69,7 @@ def main() -> None:
             if is_conv:  # FusedConv: channels-last convolution memory format against the default
                 layer.expand.to(memory_format=torch.channels_last if fast else torch.contiguous_format)
                 return contextlib.nullcontext()
-            return contextlib.nullcontext() if fast else default_backend("math")
+            return contextlib.nullcontext() if fast else use_backend("math")
 
         def forward(fast: bool) -> None:
             layer.eval()

@@ -37,7 +37,7 @@ def main() -> None:
     grid = GridAttention(dim, heads, interval=4).eval()
     with torch.no_grad():
         fused = grid(x)
-        with gridattn.default_backend("math"):
+        with gridattn.use_backend("math"):
             plain = grid(x)
     print(f"\nGrid-MSA, SDPA vs plain math backend: max abs difference {(fused - plain).abs().max():.2e}")
 

@@ -5,7 +5,7 @@ Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height
 
 from . import blocks, functional, models
 from ._version import __version__
-from .functional import attention, available_backends, default_backend, set_default_backend
+from .functional import attention, available_backends, set_default_backend, use_backend
 from .layers import (
     ChannelAttention,
     ConvChannelAttention,
@@ -19,7 +19,6 @@ from .layers import (
     RelativePositionBias,
     WindowAttention,
 )
-
 
 __all__ = [
     "ChannelAttention",
@@ -36,7 +35,7 @@ __all__ = [
     "attention",
     "available_backends",
     "blocks",
-    "default_backend",
+    "use_backend",
     "functional",
     "models",
     "set_default_backend",

@@ -21,7 +21,6 @@ from .evaluation import evaluate
 from .inference import upscale
 from .models import CheckpointError, load_hmanet
 
-
 CHECKPOINT_HELP = ("HMANet checkpoint: .safetensors / .pth, an official release, a trainer's last.pt, or a training "
                    "stage folder (its model.safetensors)")
 

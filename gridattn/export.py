@@ -43,7 +43,7 @@ import torch
 
 from ._version import __version__
 from .functional._checks import check_positive, to_pair
-from .functional.backends import default_backend
+from .functional.backends import use_backend
 from .models.hmanet import HMANet
 
 INPUT_NAME = "lr"
@@ -286,7 +286,7 @@ def export_onnx(
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({0: dim, 2: dim, 3: dim},)
-    with torch.no_grad(), default_backend(attention_backend), _quiet_exporters(), _without_slow_rewrite_rules():
+    with torch.no_grad(), use_backend(attention_backend), _quiet_exporters(), _without_slow_rewrite_rules():
         try:
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as error:

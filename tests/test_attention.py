@@ -13,7 +13,7 @@ from gridattn.functional import (
     BackendUnavailableError,
     attention,
     available_backends,
-    default_backend,
+    use_backend,
     get_default_backend,
     set_default_backend,
 )
@@ -101,7 +101,7 @@ def test_bfloat16_close_to_float64_with_float32_softmax(inputs, backend):
 
 def test_default_backend_selection_global_and_scoped():
     assert get_default_backend() == "sdpa"
-    with default_backend("math"):
+    with use_backend("math"):
         assert get_default_backend() == "math"
     assert get_default_backend() == "sdpa"
     set_default_backend("math")
@@ -122,7 +122,7 @@ def test_global_default_reaches_layers(monkeypatch):
     x = torch.randn(1, 4, 4, 8)
     layer(x)
     assert not calls
-    with default_backend("math"):
+    with use_backend("math"):
         layer(x)
     assert calls
 

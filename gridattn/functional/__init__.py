@@ -5,10 +5,10 @@ from .backends import (
     BackendUnavailableError,
     attention,
     available_backends,
-    default_backend,
     get_default_backend,
     set_default_backend,
     unavailable_reason,
+    use_backend,
 )
 from .blocked import MAX_SCORES, block_length, blocked_attention
 from .masks import grid_attention_mask, grid_padding_labels, label_mask, window_attention_mask
@@ -32,7 +32,7 @@ __all__ = [
     "available_backends",
     "block_length",
     "blocked_attention",
-    "default_backend",
+    "use_backend",
     "fixed_grid_partition",
     "fixed_grid_reverse",
     "get_default_backend",

@@ -8,7 +8,7 @@ Backends (all compute ``softmax(q kᵀ · scale + bias) v``, softmax in float32 
 * ``"math"``: the plain reference, written out in PyTorch; runs everywhere.
 
 Choose per call (``backend="math"``), per layer (the layers' ``backend`` argument) or for the whole
-process (:func:`set_default_backend`, or the :func:`default_backend` context manager). A backend that
+process (:func:`set_default_backend`, or the :func:`use_backend` context manager). A backend that
 cannot run the given inputs raises :class:`BackendUnavailableError` whose message says why; there is no
 silent fallback.
 """
@@ -68,7 +68,7 @@ def set_default_backend(name: str) -> None:
     """Set the process-wide default attention backend.
 
     Layers created with ``backend=None`` (the default) and calls of :func:`attention` without ``backend`` use
-    it from their next call on. Prefer the :func:`default_backend` context manager for a temporary change.
+    it from their next call on. Prefer the :func:`use_backend` context manager for a temporary change.
 
     Args:
         name: ``"sdpa"``, ``"xformers"`` or ``"math"``.
@@ -90,7 +90,7 @@ def set_default_backend(name: str) -> None:
 
 
 @contextlib.contextmanager
-def default_backend(name: str) -> Iterator[None]:
+def use_backend(name: str) -> Iterator[None]:
     """Context manager: use ``name`` as the default backend inside the ``with`` block.
 
     The previous default is restored on exit, also when the block raises. The setting is process-wide
@@ -104,9 +104,9 @@ def default_backend(name: str) -> Iterator[None]:
 
     Examples:
         >>> import torch
-        >>> from gridattn import GridAttention, default_backend
+        >>> from gridattn import GridAttention, use_backend
         >>> layer = GridAttention(dim=32, num_heads=2, interval=4)
-        >>> with default_backend("math"):  # the plain reference, e.g. to compare against the fused kernel
+        >>> with use_backend("math"):  # the plain reference, e.g. to compare against the fused kernel
         ...     y = layer(torch.randn(1, 16, 16, 32))
         >>> y.shape
         torch.Size([1, 16, 16, 32])

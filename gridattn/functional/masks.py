@@ -10,7 +10,6 @@ instead, which only masks while scores stay well below 100; ``masked_value=-100.
 
 from __future__ import annotations
 
-
 import torch
 
 from ._cache import cached_tensor

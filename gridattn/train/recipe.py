@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..evaluation import evaluate
 from ..models.checkpoint import load_hmanet
 from ..models.hmanet import hmanet_config
-from ..evaluation import evaluate
 from .trainer import TrainConfig, train
 
 

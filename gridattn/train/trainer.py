@@ -34,7 +34,6 @@ from .ema import ModelEMA
 from .transfer import transfer_weights
 
 
-
 @dataclass
 class TrainConfig:
     """One training run. ``batch_size`` is global (split over processes); steps count optimiser updates."""
