@@ -327,8 +327,8 @@ def load_hmanet(
             mis-shaped keys (all listed), NaN or infinite weights, a stored configuration that is not valid.
 
     Example:
-        >>> model = load_hmanet("HMA_SRx4.pth", scale=4)  # the released checkpoint, official numerics
-        >>> model = load_hmanet("runs/tiny/x2_finetune")    # what a training stage wrote (EMA weights)
+        >>> model = load_hmanet("HMA_SRx4.pth", scale=4)  # the released checkpoint   # doctest: +SKIP
+        >>> model = load_hmanet("runs/tiny/x2_finetune")    # a training stage's EMA model  # doctest: +SKIP
     """
     checkpoint = _read(source, map_location, weights)
     if checkpoint.official_layout:
@@ -412,8 +412,12 @@ def save_hmanet(model: HMANet, path: str | os.PathLike) -> None:
     ``image_skip``, see :func:`to_official_state_dict`).
 
     Example:
-        >>> save_hmanet(model, "hmanet_x4.safetensors")
-        >>> load_hmanet("hmanet_x4.safetensors").config == model.config
+        >>> import os, tempfile
+        >>> from gridattn.models import HMANet, hmanet_config
+        >>> model = HMANet(hmanet_config(2, "tiny"))
+        >>> path = os.path.join(tempfile.mkdtemp(), "hmanet_x2.safetensors")
+        >>> save_hmanet(model, path)
+        >>> load_hmanet(path).config == model.config
         True
     """
     if not isinstance(model, HMANet):
