@@ -124,7 +124,7 @@ def _run_tiled(model: Model, x: torch.Tensor, tile: int, overlap: int, multiple:
     for (th, tw), group in by_shape.items():
         for i in range(0, len(group), batch_tiles):
             chunk = group[i:i + batch_tiles]
-            inputs = torch.cat([x[:, :, t:t + th, l:l + tw] for t, l in chunk])
+            inputs = torch.cat([x[:, :, top:top + th, left:left + tw] for top, left in chunk])
             outputs = model(inputs).float().cpu()
             if scale is None:
                 scale = outputs.shape[-1] // tw
@@ -296,7 +296,7 @@ def upscale(
             bicubic.
         tile: tile size in low-resolution pixels (``None``: the whole image at once).
         tile_overlap: overlap of neighbouring tiles in low-resolution pixels; 16 changed PSNR by less than
-            0.001 dB against whole-image inference for a model with grid attention (docs/evaluation.md).
+            0.001 dB against whole-image inference for a model with grid attention (docs/guides/evaluation.md).
         self_ensemble: average the 8 flips and rotations (x8 the time).
         batch_tiles: tiles run per model call.
         progress: show a progress bar.

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from data_paths import DATA, needs_data
 from torch import nn
 
-from data_paths import DATA, needs_data
 from gridattn import WindowAttention
 from gridattn.cli import main
 from gridattn.data import read_image, write_image
@@ -167,7 +167,7 @@ def test_benchmark_pairs_mod_crop_and_check_given_lr(tmp_path):
 
 
 def test_tiling_bound_for_grid_attention():
-    """docs/evaluation.md: for a random tiny HMANet whose GAB residual scale is forced to 1 (grid attention far
+    """docs/guides/evaluation.md: for a random tiny HMANet whose GAB residual scale is forced to 1 (grid attention far
     stronger than in trained models), tiles of 32 with overlap 16 stay >= 38 dB from the whole-image result
     (the trained tiny model: >= 61 dB). The tiles do differ: grid attention is global."""
     torch.manual_seed(0)

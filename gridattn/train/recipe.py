@@ -57,7 +57,7 @@ class Recipe:
     """A model preset (``gridattn.models.hmanet_config`` size) and its stages, in running order.
 
     ``eval_tile``: tile size of the evaluation after each stage (``None``: whole images, the protocol). Tiles of
-    64 with overlap 16 changed Set5+Set14 PSNR by less than 0.001 dB for a tiny model (docs/evaluation.md) and
+    64 with overlap 16 changed Set5+Set14 PSNR by less than 0.001 dB for a tiny model (docs/guides/evaluation.md) and
     keep the grid attention's groups small, which a CPU needs on Set14-sized images.
 
     Attributes:
