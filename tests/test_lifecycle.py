@@ -121,6 +121,9 @@ def test_gridattn_train_refuses_what_cannot_run_in_one_line(trained, tmp_path, c
                                                "that run, or another --output")
     assert main(["train", "--data", data, "--output", str(tmp_path / "new"), "--scratch-control", "x9"]) == 2
     assert "has no stage 'x9'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", "--data", data, "--output", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--max-steps", "0"])
     assert exit_.value.code == 2 and "must be a positive integer" in capsys.readouterr().err

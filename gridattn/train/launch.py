@@ -14,6 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from .recipe import RECIPES, StageResult, results_table, run_recipe
 
 BUNDLED_TRAIN = ("chelsea.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg", "hubble_deep_field.jpg",
@@ -54,7 +56,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--data-root", help="official preset: ROOT/imagenet (pre-training) and ROOT/DF2K (fine-tuning)")
     parser.add_argument("--eval", nargs="+", default=[], help="HR benchmark folders evaluated after every stage")
     parser.add_argument("--output", default=None, help="output folder (default runs/<preset>)")
-    parser.add_argument("--max-steps", type=_positive_int, help="cap on the steps of every stage (milestones scaled alike)")
+    parser.add_argument("--max-steps", type=_positive_int,
+                        help="cap on the steps of every stage (milestones scaled alike)")
     parser.add_argument("--numerics", choices=("corrected", "official"), default="corrected")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resume", action="store_true", help="continue an earlier run in --output "
@@ -89,9 +92,11 @@ def launch(args: argparse.Namespace) -> list[StageResult]:
     ``last.pt`` (resumable).
 
     Raises:
-        LaunchError: an unknown ``--scratch-control`` stage, a non-empty output folder without ``--resume``,
-            no data and no scikit-image.
+        LaunchError: ``--device cuda`` without CUDA, an unknown ``--scratch-control`` stage, a non-empty output
+            folder without ``--resume``, no data and no scikit-image.
     """
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise LaunchError("--device cuda: CUDA is not available on this machine")
     recipe = RECIPES[args.preset]
     if args.scratch_control:
         try:
@@ -124,5 +129,6 @@ def launch(args: argparse.Namespace) -> list[StageResult]:
     if main:
         print()
         print(results_table(results))
-        print(f"\ntotal wall time {time.time() - started:.0f} s; each stage's model: {output}/<stage>/model.safetensors")
+        print(f"\ntotal wall time {time.time() - started:.0f} s; "
+              f"each stage's model: {output}/<stage>/model.safetensors")
     return results
