@@ -72,6 +72,7 @@ def _quiet_exporters() -> Iterator[None]:
             logger.setLevel(level)
 
 
+UNBOUNDED_SCORES = 2**62  # max_scores of the attention layers in a dynamic graph: every size is one block
 # Rewrite rules of onnxscript's optimiser left out of the export (see _without_slow_rewrite_rules).
 SKIPPED_REWRITE_RULES = frozenset({"SlicesSplit"})
 
@@ -280,6 +281,12 @@ def export_onnx(
     for layer in module.modules():
         if hasattr(layer, "backend"):  # layers built with an explicit backend follow the export's too
             layer.backend = attention_backend
+        if dynamic and hasattr(layer, "max_scores"):
+            # the attention layers loop over blocks of windows / queries (functional.blocked); with symbolic sizes
+            # the loop would be traced with the example's number of blocks (one), and the graph would attend to
+            # only the first block's windows of a larger image (onnxruntime failed beyond 42 windows of 16x16,
+            # e.g. a 112x112 input of the official model): one block of any size instead
+            layer.max_scores = UNBOUNDED_SCORES
     batch = 2 if dynamic else batch_size
     example = torch.rand(batch, model.config.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     dynamic_shapes = None
