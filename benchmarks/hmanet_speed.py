@@ -196,7 +196,8 @@ def main() -> None:
     print("matrix-product peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()) + "\n")
     if "bf16" in variants and peaks["bfloat16"] < peaks["float32"] / 2 and not args.variants:
         variants.remove("bf16")
-        print("bf16 skipped: this processor multiplies bfloat16 matrices slower than float32 ones (no bfloat16 units)\n")
+        print("bf16 skipped: this processor multiplies bfloat16 matrices slower than float32 ones "
+              "(no bfloat16 units)\n")
     baseline = variants[0]
     models = {v: build(v, args.scale, device, args.reference) for v in variants}
 
@@ -223,7 +224,8 @@ def main() -> None:
             memory = {v: peak_memory_subprocess(v, size, args) for v in variants}
         reference = outputs["official"] if "official" in outputs else outputs.get("fp32", outputs[baseline])
         print(f"## LR {size}x{size} -> HR {size * args.scale}x{size * args.scale}\n")
-        print(f"| variant | median s | speed-up vs {baseline} | peak mem GiB | GFLOPs | GFLOP/s | of mm peak | max abs diff |")
+        print(f"| variant | median s | speed-up vs {baseline} | peak mem GiB | GFLOPs | GFLOP/s | of mm peak "
+              "| max abs diff |")
         print("|---|---|---|---|---|---|---|---|")
         base_time = statistics.median(times[baseline])
         for v in variants:

@@ -41,7 +41,8 @@ def cases(device: torch.device, dtype: torch.dtype, batch: int):
     yield "WindowAttention 16x16 shift 8, 64x64 map", WindowAttention(45, 3, 16, 8), (batch, 64, 64, 45)
     for size in (64, 128, 256):
         tokens = (size // 4) ** 2
-        yield f"GridAttention {tokens} tokens/group, {size}x{size} map", GridAttention(90, 3, 4, out_proj=False), (batch, size, size, 90)
+        yield (f"GridAttention {tokens} tokens/group, {size}x{size} map", GridAttention(90, 3, 4, out_proj=False),
+               (batch, size, size, 90))
     yield "FusedConv 180 ch, 64x64 map", FusedConv(180), (batch, 64, 64, 180)
 
 
@@ -65,18 +66,19 @@ def main() -> None:
         x = torch.randn(shape, device=device, dtype=dtype)
         is_conv = isinstance(layer, FusedConv)
 
-        def path(fast: bool):
+        # the loop's layer, input and kind are bound as defaults (each closure belongs to one iteration)
+        def path(fast: bool, layer=layer, is_conv=is_conv):
             if is_conv:  # FusedConv: channels-last convolution memory format against the default
                 layer.expand.to(memory_format=torch.channels_last if fast else torch.contiguous_format)
                 return contextlib.nullcontext()
             return contextlib.nullcontext() if fast else use_backend("math")
 
-        def forward(fast: bool) -> None:
+        def forward(fast: bool, layer=layer, x=x) -> None:
             layer.eval()
             with path(fast), torch.inference_mode():
                 layer(x)
 
-        def forward_backward(fast: bool) -> None:
+        def forward_backward(fast: bool, layer=layer, x=x) -> None:
             layer.train()
             with path(fast):
                 y = layer(x.requires_grad_())
@@ -94,7 +96,7 @@ def main() -> None:
                 run(fast)  # warm-up
             for _ in range(args.repeats):
                 for fast in (False, True):
-                    times[fast].append(timed(lambda: run(fast), device))
+                    times[fast].append(timed(lambda run=run, fast=fast: run(fast), device))
             reference, fast = statistics.median(times[False]) * 1e3, statistics.median(times[True]) * 1e3
             print(f"| {label} | {pass_name} | {reference:.1f} | {fast:.1f} | {reference / fast:.2f}x |", flush=True)
 

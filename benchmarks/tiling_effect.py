@@ -4,7 +4,8 @@ Trains a tiny HMANet briefly on a folder of HR images (random crops, LR made wit
 loads --checkpoint, then compares whole-image inference with tiled inference on benchmark folders: PSNR
 against HR for both, and PSNR of the tiled result against the whole-image result.
 
-    python benchmarks/tiling_effect.py --train ../shared/data/train --eval ../shared/data/Set5/HR ../shared/data/Set14/HR
+    python benchmarks/tiling_effect.py --train ../shared/data/train \
+        --eval ../shared/data/Set5/HR ../shared/data/Set14/HR
 
 The short training loop here only serves this measurement (the library's trainer is gridattn.train).
 """

@@ -4,7 +4,7 @@ Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height
 """
 
 from . import blocks, functional, models
-from ._version import __version__
+from ._version import __version__ as __version__
 from .functional import attention, available_backends, set_default_backend, use_backend
 from .layers import (
     ChannelAttention,

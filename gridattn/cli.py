@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("upscale", help="upscale images or folders of images to PNG files")
     up.add_argument("inputs", nargs="+", help="image files or folders")
-    up.add_argument("-o", "--output", required=True, help="output folder (or an image path for one input; its suffix picks the format)")
+    up.add_argument("-o", "--output", required=True,
+                    help="output folder (or an image path for one input; its suffix picks the format)")
     up.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     up.set_defaults(run=_cmd_upscale)
 
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_cmd_info)
 
     for sub in (up, ev):
-        sub.add_argument("--tile", type=_positive_int, default=None, help="tile size in LR pixels (default: whole image)")
+        sub.add_argument("--tile", type=_positive_int, default=None,
+                         help="tile size in LR pixels (default: whole image)")
         sub.add_argument("--tile-overlap", type=_non_negative_int, default=16, help="tile overlap in LR pixels")
         sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
         sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

@@ -171,7 +171,9 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
         return tensor, lambda out: Image.fromarray(back(out))
     if isinstance(image, torch.Tensor):
         if image.dim() not in (3, 4) or not image.is_floating_point():
-            raise ValueError(f"a tensor image must be float (C, H, W) or (B, C, H, W), got {image.dtype} {tuple(image.shape)}")
+            raise ValueError(
+                f"a tensor image must be float (C, H, W) or (B, C, H, W), got {image.dtype} {tuple(image.shape)}"
+            )
         if image.dim() == 3:
             return image[None], lambda out: out[0]
         return image, lambda out: out

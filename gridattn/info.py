@@ -68,7 +68,8 @@ def collect_info() -> dict:
     versions.update({name: _version(name) for name in _OPTIONAL_PACKAGES})
     report: dict = {"versions": versions, "default_backend": get_default_backend(), "devices": {}}
     for device in devices():
-        name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
+        name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
+                else platform.processor() or platform.machine())
         support = {}
         for dtype in _DTYPES:
             dtype_name = str(dtype).removeprefix("torch.")

@@ -12,7 +12,8 @@ spatial = st.integers(1, 18)
 @st.composite
 def feature_maps(draw, channels: int, max_batch: int = 2, max_size: int = 18):
     """(seed, batch, height, width) for a map with the given channels."""
-    return draw(seeds), draw(st.integers(1, max_batch)), draw(st.integers(1, max_size)), draw(st.integers(1, max_size)), channels
+    return (draw(seeds), draw(st.integers(1, max_batch)), draw(st.integers(1, max_size)),
+            draw(st.integers(1, max_size)), channels)
 
 
 def random_map(seed: int, batch: int, height: int, width: int, channels: int, dtype=torch.float32) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import seeds
 
 import gridattn
 from gridattn.functional import (
@@ -13,11 +14,10 @@ from gridattn.functional import (
     BackendUnavailableError,
     attention,
     available_backends,
-    use_backend,
     get_default_backend,
     set_default_backend,
+    use_backend,
 )
-from strategies import seeds
 
 CPU_BACKENDS = [name for name, reason in available_backends("cpu").items() if reason is None]
 
@@ -95,7 +95,8 @@ def test_bfloat16_close_to_float64_with_float32_softmax(inputs, backend):
     q, k, v, bias, scale = inputs
     out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias, scale=scale, backend=backend)
     assert out.dtype == torch.bfloat16
-    expected = loop_reference(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias, q.shape[-1] ** -0.5 if scale is None else scale)
+    expected = loop_reference(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias,
+                              q.shape[-1] ** -0.5 if scale is None else scale)
     torch.testing.assert_close(out.double(), expected, rtol=0.05, atol=0.05)
 
 

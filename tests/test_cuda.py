@@ -2,16 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
-
 import reference
+import torch
+from strategies import random_map, randomize_
+
 from gridattn import GridAttention, WindowAttention
 from gridattn.data import write_image
 from gridattn.functional import attention, available_backends
 from gridattn.memory import estimate_inference_memory
 from gridattn.models import HMANet, hmanet_config
 from gridattn.train import TrainConfig, train
-from strategies import random_map, randomize_
 
 pytestmark = pytest.mark.cuda
 
@@ -83,7 +83,9 @@ def test_gradient_checkpointing_saves_cuda_memory_and_keeps_gradients():
         torch.cuda.synchronize()
         peaks[checkpointing] = torch.cuda.max_memory_allocated() - start
         grads[checkpointing] = [p.grad.clone() for p in model.parameters()]
-    assert peaks[True] < 0.6 * peaks[False], f"checkpointing peak {peaks[True] / 2**20:.0f} MiB vs {peaks[False] / 2**20:.0f} MiB"
+    assert peaks[True] < 0.6 * peaks[False], (
+        f"checkpointing peak {peaks[True] / 2**20:.0f} MiB vs {peaks[False] / 2**20:.0f} MiB"
+    )
     for a, b in zip(grads[False], grads[True]):
         # CUDA gradients are not bit-reproducible (atomics in scatter-adds and cuDNN backward): compare norms
         assert (a - b).norm() <= 1e-4 * a.norm() + 1e-7

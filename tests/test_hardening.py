@@ -14,13 +14,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_layer_properties import DIM
+from test_layer_properties import LAYERS as LAYERS_WITH_REFERENCES
 
 from gridattn.cli import main
 from gridattn.data import read_image, write_image
 from gridattn.inference import ImageTooLargeError, upscale
 from gridattn.memory import CUDA_WORKSPACES, estimate_inference_memory, weight_bytes
 from gridattn.models import HMANet, hmanet_config, save_hmanet
-from test_layer_properties import DIM, LAYERS as LAYERS_WITH_REFERENCES
 
 LAYERS = {name: build for name, (build, _) in LAYERS_WITH_REFERENCES.items()}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.uint8, torch.bool]
@@ -76,7 +77,8 @@ def test_layers_answer_or_refuse_any_tensor(name, x, weights):
 @given(x=arbitrary_tensors(3, channel_dim=1, max_side=9), double=st.booleans())
 def test_hmanet_answers_or_refuses_any_tensor(x, double):
     model = HMANet(hmanet_config(2, "tiny")).eval()
-    _answers_or_refuses(model.double() if double else model, x, lambda t: (t.shape[0], 3, 2 * t.shape[2], 2 * t.shape[3]))
+    _answers_or_refuses(model.double() if double else model, x,
+                        lambda t: (t.shape[0], 3, 2 * t.shape[2], 2 * t.shape[3]))
 
 
 @st.composite
@@ -160,7 +162,8 @@ def _png(path, array: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
 
 
 def test_image_files_of_every_kind(tmp_path):
@@ -196,7 +199,8 @@ def _bad_files(folder):
     good = folder / "good.png"
     write_image(good, np.zeros((20, 20, 3), np.uint8))
     data = good.read_bytes()
-    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+            + struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
     bomb += struct.pack(">I", zlib.crc32(bomb[12:29]))
     return {"empty.png": b"", "truncated.png": data[: len(data) // 2], "text.png": b"hello",
             "header-only.png": data[:8], "bomb.png": bomb}
@@ -261,7 +265,8 @@ def command_lines(draw):
     return ["evaluate", "--hr", hr, "--scale", scale, *method, *extra, *common]
 
 
-@settings(max_examples=5 * settings.default.max_examples // 2, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5 * settings.default.max_examples // 2,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=command_lines())
 def test_command_line_never_crashes(cli_files, argv, capsys, monkeypatch):
     """Every command line ends with status 0 (it worked) or 2 (one line saying what is wrong), never with

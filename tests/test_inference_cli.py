@@ -140,11 +140,14 @@ def test_cli_errors_are_one_line_without_traceback(tiny_checkpoint, tmp_path):
     cases = [
         (["evaluate", "--hr", tmp_path / "missing", "--scale", 2, "--bicubic"], "no such file or folder"),
         (["evaluate", "--hr", tmp_path / "empty", "--scale", 2, "--bicubic"], "no images"),
-        (["upscale", tmp_path / "broken.png", "-o", tmp_path / "out", "--checkpoint", tiny_checkpoint], "cannot read image"),
+        (["upscale", tmp_path / "broken.png", "-o", tmp_path / "out", "--checkpoint", tiny_checkpoint],
+         "cannot read image"),
         (["upscale", tmp_path / "empty", "-o", tmp_path / "out", "--checkpoint", tmp_path / "none.pth"], "no images"),
         (["evaluate", "--hr", tmp_path / "hr", "--scale", 4, "--checkpoint", tiny_checkpoint], "x2 model, but scale 4"),
-        (["evaluate", "--hr", tmp_path / "hr", "--scale", 4, "--bicubic", "--lr", tmp_path / "empty"], "no low-resolution image"),
-        (["upscale", tmp_path / "broken.png", "-o", tmp_path / "o", "--checkpoint", tmp_path / "broken.png"], "cannot read"),
+        (["evaluate", "--hr", tmp_path / "hr", "--scale", 4, "--bicubic", "--lr", tmp_path / "empty"],
+         "no low-resolution image"),
+        (["upscale", tmp_path / "broken.png", "-o", tmp_path / "o", "--checkpoint", tmp_path / "broken.png"],
+         "cannot read"),
     ]
     write_image(tmp_path / "hr" / "hr.png", np.zeros((16, 16, 3), np.uint8))
     for args, message in cases:

@@ -2,11 +2,12 @@
 clear errors for bad input."""
 
 import pytest
+import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import random_map, randomize_, seeds
 
-import reference
 from gridattn import (
     ChannelAttention,
     ConvChannelAttention,
@@ -17,7 +18,6 @@ from gridattn import (
     PreNorm,
     WindowAttention,
 )
-from strategies import random_map, randomize_, seeds
 
 DIM = 8
 
@@ -140,7 +140,8 @@ def test_padding_does_not_reach_full_windows(seed, height, width):
     full_h, full_w = height // 4 * 4, width // 4 * 4
     if full_h and full_w:
         with torch.no_grad():
-            torch.testing.assert_close(layer(x)[:, :full_h, :full_w], layer(x[:, :full_h, :full_w]), rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(layer(x)[:, :full_h, :full_w], layer(x[:, :full_h, :full_w]),
+                                       rtol=1e-6, atol=1e-6)
 
 
 @names

@@ -1,13 +1,22 @@
 """Every layer against the independent float64 reference of tests/reference.py, on any size."""
 
 import pytest
+import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-import reference
-from gridattn import ChannelAttention, ConvChannelAttention, FusedConv, GridAttention, Mlp, PostNorm, PreNorm, WindowAttention
 from strategies import feature_maps, random_map, randomize_, seeds
+
+from gridattn import (
+    ChannelAttention,
+    ConvChannelAttention,
+    FusedConv,
+    GridAttention,
+    Mlp,
+    PostNorm,
+    PreNorm,
+    WindowAttention,
+)
 
 CPU_BACKENDS = ["sdpa", "math"]
 
@@ -58,7 +67,8 @@ def _swin_classic(layer: WindowAttention, x: torch.Tensor) -> torch.Tensor:
     num_windows = mask.shape[0]
     attn = attn.view(batch, num_windows, heads, ws * ws, ws * ws) + mask[None, :, None]
     out = (attn.view(-1, heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, dim)
-    out = out.view(batch, height // ws, width // ws, ws, ws, dim).permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, dim)
+    out = (out.view(batch, height // ws, width // ws, ws, ws, dim).permute(0, 1, 3, 2, 4, 5)
+           .reshape(batch, height, width, dim))
     return layer.proj(torch.roll(out, (s, s), (1, 2)))
 
 
@@ -155,9 +165,13 @@ def test_mlp_and_residual_wrappers_match_reference(seed, data, dim, hidden):
     torch.testing.assert_close(mlp(x), expected_mlp, rtol=1e-9, atol=1e-9)
 
     pre = randomize_(PreNorm(dim, Mlp(dim, hidden)), seed).double()
-    expected_pre = x + reference.linear(reference.gelu(reference.linear(reference.layer_norm(x, pre.norm), pre.fn.fc1)), pre.fn.fc2)
+    expected_pre = x + reference.linear(
+        reference.gelu(reference.linear(reference.layer_norm(x, pre.norm), pre.fn.fc1)), pre.fn.fc2
+    )
     torch.testing.assert_close(pre(x), expected_pre, rtol=1e-9, atol=1e-9)
 
     post = randomize_(PostNorm(dim, Mlp(dim, hidden)), seed).double()
-    expected_post = x + reference.layer_norm(reference.linear(reference.gelu(reference.linear(x, post.fn.fc1)), post.fn.fc2), post.norm)
+    expected_post = x + reference.layer_norm(
+        reference.linear(reference.gelu(reference.linear(x, post.fn.fc1)), post.fn.fc2), post.norm
+    )
     torch.testing.assert_close(post(x), expected_post, rtol=1e-9, atol=1e-9)

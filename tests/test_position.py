@@ -1,13 +1,13 @@
 """Position biases: values against explicit construction, the official HMANet width, and the eval cache."""
 
 import pytest
+import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-import reference
-from gridattn import DynamicPositionBias, RelativePositionBias
 from strategies import randomize_, seeds
+
+from gridattn import DynamicPositionBias, RelativePositionBias
 
 
 @given(h=st.integers(1, 6), w=st.integers(1, 6), heads=st.integers(1, 4), seed=seeds)
@@ -98,7 +98,8 @@ def test_cache_follows_weight_changes():
 
 def reference_index(size):
     coords = [(y, x) for y in range(size) for x in range(size)]
-    return torch.tensor([[(a[0] - b[0] + size - 1) * (2 * size - 1) + a[1] - b[1] + size - 1 for b in coords] for a in coords])
+    return torch.tensor([[(a[0] - b[0] + size - 1) * (2 * size - 1) + a[1] - b[1] + size - 1 for b in coords]
+                         for a in coords])
 
 
 def _fresh(module, size):
@@ -157,7 +158,8 @@ def test_vmap_over_stacked_weights_in_eval():
     from gridattn import GridAttention
 
     models = [GridAttention(8, 2, 3).eval() for _ in range(2)]
-    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k, _ in models[0].named_parameters()}
+    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+              for k, _ in models[0].named_parameters()}
     x = torch.randn(1, 6, 6, 8)
     with torch.no_grad():
         stacked = torch.func.vmap(lambda p: torch.func.functional_call(models[0], p, (x,)))(params)

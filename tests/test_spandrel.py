@@ -350,7 +350,8 @@ def test_a_model_the_trainer_wrote_loads_through_spandrel(tmp_path):
 
     rng = np.random.default_rng(0)
     for i in range(2):
-        write_image(tmp_path / "hr" / f"{i}.png", imresize(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), size=(64, 64)))
+        write_image(tmp_path / "hr" / f"{i}.png",
+                    imresize(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), size=(64, 64)))
     config = tiny_config(2, numerics="corrected", image_skip=True, window_size=8, interval=2)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

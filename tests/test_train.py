@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -89,7 +88,9 @@ def test_transfer_copies_everything_but_the_upsampler():
             assert torch.equal(value, before[key]) and "upsampler" in report.skipped[key]
         else:
             assert torch.equal(value, source.state_dict()[key]) and key in report.copied
-    assert {k for k in report.skipped if k.startswith("upsample.")} == {k for k in source.state_dict() if k.startswith("upsample.")} | {k for k in after if k.startswith("upsample.")}
+    assert {k for k in report.skipped if k.startswith("upsample.")} == (
+        {k for k in source.state_dict() if k.startswith("upsample.")} | {k for k in after if k.startswith("upsample.")}
+    )
     # a fine-tune of the same scale keeps the trained upsampler
     same = HMANet(hmanet_config(3, "tiny"))
     report = transfer_weights(source.state_dict(), same, same_scale=True)
@@ -135,7 +136,6 @@ train(TrainConfig.from_dict({config!r}))
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(image_folder, tmp_path):
-    import dataclasses
 
     uninterrupted = _config(tmp_path / "a", image_folder, iterations=20)
     train(uninterrupted)
@@ -174,7 +174,8 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(image_fol
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, script, tmp_path / "one", image_folder], env=env, capture_output=True, text=True)
+    single = subprocess.run([sys.executable, script, tmp_path / "one", image_folder], env=env, capture_output=True,
+                            text=True)
     assert single.returncode == 0, single.stderr
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                              str(29500 + os.getpid() % 1000), script, tmp_path / "two", image_folder],
@@ -194,10 +195,12 @@ def test_recipes_follow_the_paper_and_validate_their_order():
         assert [s.init_from is None for s in recipe.stages] == [True] + [False] * 6
         assert recipe.stage(recipe.stages[3].init_from).scale == 3  # x4 starts from the x3 model
         assert all(s.patch_size % hmanet_config(s.scale, recipe.model).pad_multiple == 0 for s in recipe.stages)
-    assert OFFICIAL.stages[0].iterations == 800_000 and OFFICIAL.stages[0].milestones == (300_000, 500_000, 650_000, 700_000, 750_000)
+    assert OFFICIAL.stages[0].iterations == 800_000
+    assert OFFICIAL.stages[0].milestones == (300_000, 500_000, 650_000, 700_000, 750_000)
     assert OFFICIAL.stages[-1].lr == 5e-6 and OFFICIAL.stages[-1].iterations == 250_000
     with pytest.raises(ValueError, match="does not run before it"):
-        Recipe("bad", "tiny", (Stage("a", 2, ("pretrain",), 1, 1e-3, init_from="b"), Stage("b", 3, ("pretrain",), 1, 1e-3)))
+        Recipe("bad", "tiny",
+               (Stage("a", 2, ("pretrain",), 1, 1e-3, init_from="b"), Stage("b", 3, ("pretrain",), 1, 1e-3)))
     with pytest.raises(ValueError, match="used twice"):
         Recipe("bad", "tiny", (Stage("a", 2, ("pretrain",), 1, 1e-3), Stage("a", 3, ("pretrain",), 1, 1e-3)))
 
@@ -227,5 +230,6 @@ def test_output_to_a_file_gets_plain_lines_not_bar_refreshes(image_folder, tmp_p
     lines = [line for line in log.splitlines() if line.startswith("step ")]
     assert len(lines) == 2, log
     for line, step in zip(lines, (1, 5)):
-        assert re.fullmatch(rf"step {step}/5 loss \d\.\d{{4}} lr \d\.\d\de-\d\d [\d.]+ steps/s ETA \d+m\d\ds", line), line
+        assert re.fullmatch(rf"step {step}/5 loss \d\.\d{{4}} lr \d\.\d\de-\d\d [\d.]+ steps/s ETA \d+m\d\ds",
+                            line), line
     assert re.search(r"model \(EMA weights\) \S+model.safetensors", done.stdout)

@@ -195,8 +195,8 @@ def draw_attention_panel(ax, result: dict, height: int, width: int, query, title
     for r in range(padded_h):
         for c in range(padded_w):
             s = state[r, c]
-            ax.add_patch(patches.Rectangle((c, r), 1, 1, facecolor=CELL_COLORS[s], edgecolor=HATCH_COLORS.get(s, "none"),
-                                           lw=0, hatch=HATCHES.get(s)))
+            ax.add_patch(patches.Rectangle((c, r), 1, 1, facecolor=CELL_COLORS[s],
+                                           edgecolor=HATCH_COLORS.get(s, "none"), lw=0, hatch=HATCHES.get(s)))
     for k in range(padded_h + 1):
         ax.plot([0, padded_w], [k, k], color="#c8cdd2", lw=0.4)
     for k in range(padded_w + 1):
@@ -271,7 +271,7 @@ def make_attention(args) -> list[Path]:
     tiled = _attention_figure(
         [("window", q, 0, f"(a) W-MSA, window {window}"),
          ("window", q, shift, f"(b) SW-MSA, window {window}, shift {shift}"),
-         ("window", q_border, shift, f"(c) SW-MSA, a query near the border"),
+         ("window", q_border, shift, "(c) SW-MSA, a query near the border"),
          ("grid", q, 0, f"(d) Grid-MSA, interval {interval}")],
         height, width, f"Which tokens one query attends to on a {height}×{width} map "
         "(read off gridattn's partitions and masks; dark lines: window boundaries)",
@@ -436,7 +436,7 @@ def make_crops(args) -> list[Path]:
     ax.set_title(f"{Path(args.hr).parent.name} {hr_path.stem}, {hr0.shape[1]}×{hr0.shape[0]}\n"
                  f"red: the {size}×{size} crop", fontsize=8.5)
     x_crops = pad + over_w + 2 * pad
-    for i, (stage, steps, scale, hr, lr, bicubic, sr, (p_bic, p_sr)) in enumerate(rows):
+    for i, (_stage, _steps, scale, hr, lr, bicubic, sr, (p_bic, p_sr)) in enumerate(rows):
         y = head_h + i * (title_h + cell + pad) + title_h
         lr_crop = lr[r0 // scale:(r0 + size) // scale, c0 // scale:(c0 + size) // scale]
         crops = [
@@ -462,7 +462,8 @@ def make_crops(args) -> list[Path]:
 
 def read_log(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
 
 
 def evaluate_stages(run: Path, names: list[str], eval_folders: list[str], tile: int) -> dict:
@@ -478,7 +479,8 @@ def evaluate_stages(run: Path, names: list[str], eval_folders: list[str], tile: 
             if (label, scale) not in bicubic:
                 bicubic[label, scale] = evaluate(None, folder, scale).psnr
             scores[name, label] = (evaluate(model, folder, scale, tile=tile).psnr, bicubic[label, scale])
-            print(f"{name} {label} x{scale}: model {scores[name, label][0]:.3f} dB, bicubic {bicubic[label, scale]:.3f} dB", flush=True)
+            print(f"{name} {label} x{scale}: model {scores[name, label][0]:.3f} dB, "
+                  f"bicubic {bicubic[label, scale]:.3f} dB", flush=True)
     return scores
 
 
@@ -493,7 +495,8 @@ def make_curves(args) -> list[Path]:
     recipe = {s.name: s for s in RECIPES["tiny"].stages}
 
     # validation PSNR: from the logs where the trainer wrote it, else measured here (--eval, cached in --scores)
-    val = {name: [(r["step"], r["val_psnr"]) for r in rows if r.get("val_psnr") is not None] for name, rows in logs.items()}
+    val = {name: [(r["step"], r["val_psnr"]) for r in rows if r.get("val_psnr") is not None]
+           for name, rows in logs.items()}
     have_val = any(val.values())
     scores = {}
     if args.scores and Path(args.scores).is_file():
@@ -536,9 +539,11 @@ def make_curves(args) -> list[Path]:
             ax.tick_params(labelleft=False)
         else:
             ax.set_ylabel("L1 loss (one batch)", fontsize=8.5)
-    fig.text(0.5, 0.985, "Tiny recipe, stages in running order: training loss (one batch of 8 LR patches every 50 steps)",
+    fig.text(0.5, 0.985,
+             "Tiny recipe, stages in running order: training loss (one batch of 8 LR patches every 50 steps)",
              ha="center", va="top", fontsize=10.5, fontweight="bold")
-    fig.text(0.5, 0.955 if rows > 1 else 0.93, "every stage draws its step-k batch from the same images (dataset seed 0): "
+    fig.text(0.5, 0.955 if rows > 1 else 0.93,
+             "every stage draws its step-k batch from the same images (dataset seed 0): "
              "the jump at step 250 in every stage is one hard batch, not divergence", ha="center", va="top", fontsize=8,
              color="#566573", style="italic")
 
@@ -734,9 +739,10 @@ def make_architecture(args) -> list[Path]:
                                     f"pad to ×{c.pad_multiple}", "(symmetric)"], "io")]
     for name, module in model.named_children():
         if name == "layers":
+            last = shapes["layers"] if "layers" in shapes else shapes[f"layers.{len(module) - 1}"]
             items.append((name, f"RHTB ×{len(module)}", [f"depths {tuple(c.depths)}".replace(" ", ""),
                                                         f"heads {tuple(c.num_heads)}".replace(" ", ""),
-                                                        _shape(shapes["layers"] if "layers" in shapes else shapes[f"layers.{len(module) - 1}"]),
+                                                        _shape(last),
                                                         _params(module)], "rhtb"))
         elif name == "conv_before_upsample":
             items.append((name, "Conv2d+LReLU", _describe(module[0]) + [_shape(shapes[name]), _params(module)], "conv"))

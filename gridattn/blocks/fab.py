@@ -32,7 +32,9 @@ class FAB(nn.Module):
     Examples:
         >>> import torch
         >>> from gridattn.blocks import FAB
-        >>> pair = torch.nn.Sequential(FAB(60, num_heads=6, window_size=8), FAB(60, num_heads=6, window_size=8, shift=4))
+        >>> pair = torch.nn.Sequential(
+        ...     FAB(60, num_heads=6, window_size=8), FAB(60, num_heads=6, window_size=8, shift=4)
+        ... )
         >>> pair(torch.randn(1, 24, 24, 60)).shape
         torch.Size([1, 24, 24, 60])
     """

@@ -84,7 +84,8 @@ class GAB(nn.Module):
         # official numerics: the official code's branch, bugs included (same weights), chosen here once
         shifted = OfficialShiftedWindowAttention if numerics == "official" else WindowAttention
         self.window_attn_s = shifted(dim // 4, heads, window_size, window_size // 2, **quarter)
-        self.grid_attn = GridAttention(dim // 2, heads, interval, out_proj=False, bias_hidden_dim=grid_bias_dim, **quarter)
+        self.grid_attn = GridAttention(dim // 2, heads, interval, out_proj=False, bias_hidden_dim=grid_bias_dim,
+                                       **quarter)
         self.fc = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.mlp = PostNorm(dim, Mlp(dim, int(dim * mlp_ratio)))

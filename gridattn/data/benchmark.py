@@ -38,7 +38,9 @@ def _without_alpha(image: np.ndarray) -> np.ndarray:
     return image[..., :3] if image.ndim == 3 else image
 
 
-def benchmark_pairs(hr_folder: str | os.PathLike, scale: int, lr_folder: str | os.PathLike | None = None) -> Iterator[BenchmarkPair]:
+def benchmark_pairs(
+    hr_folder: str | os.PathLike, scale: int, lr_folder: str | os.PathLike | None = None
+) -> Iterator[BenchmarkPair]:
     """HR images of a folder, mod-cropped to ``scale``, with LR images made by MATLAB bicubic (or read from
     ``lr_folder``, matched by file name stem, and checked to be ``scale`` times smaller).
 
@@ -68,5 +70,7 @@ def benchmark_pairs(hr_folder: str | os.PathLike, scale: int, lr_folder: str | o
             lr = _without_alpha(read_image(_find(Path(lr_folder), path.name)))
             expected = (hr.shape[0] // scale, hr.shape[1] // scale)
             if lr.shape[:2] != expected:
-                raise ValueError(f"{path.name}: the LR image is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]}")
+                raise ValueError(
+                    f"{path.name}: the LR image is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]}"
+                )
         yield BenchmarkPair(path.name, hr, lr)

@@ -86,7 +86,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             with Image.open(path) as image:
                 image.load()
                 return pil_pixels(ImageOps.exif_transpose(image))  # pixels as a viewer shows them
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError) as error:
+    except (
+        Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError,
+        OSError, SyntaxError, EOFError, ValueError,
+    ) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
 
 

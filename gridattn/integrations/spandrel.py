@@ -153,8 +153,9 @@ def register(registry: ArchRegistry | None = None) -> ArchSupport:
     """Add HMANet to ``registry`` (spandrel's ``MAIN_REGISTRY`` when ``None``) and return its entry.
 
     HMANet is placed before every architecture already in the registry in detection order (but those that
-    ask to come before it), so that no broader detector claims an HMANet checkpoint first; its own detector needs HMANet-only keys and claims
-    nothing else. Idempotent: once registered, a second call changes nothing and returns the same entry. If the
+    ask to come before it), so that no broader detector claims an HMANet checkpoint first; its own detector
+    needs HMANet-only keys and claims nothing else. Idempotent: once registered, a second call changes nothing
+    and returns the same entry. If the
     registry holds another architecture under the id ``"HMANet"``, that one is kept, with a warning.
     """
     if registry is None:

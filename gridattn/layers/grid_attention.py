@@ -55,8 +55,8 @@ class GridAttention(nn.Module):
         input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
 
     Raises:
-        ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, ``max_scores`` < 1, an input that is not 4-D or has
-            the wrong number of channels.
+        ValueError: ``dim`` not divisible by ``num_heads``, interval < 1, ``max_scores`` < 1, an input that is not
+            4-D or has the wrong number of channels.
 
     Examples:
         >>> import torch

@@ -80,8 +80,8 @@ class WindowAttention(nn.Module):
         input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
 
     Raises:
-        ValueError: ``dim`` not divisible by ``num_heads``, window < 1, ``max_scores`` < 1, shift outside ``[0, window)``, an
-            input that is not 4-D or has the wrong number of channels.
+        ValueError: ``dim`` not divisible by ``num_heads``, window < 1, ``max_scores`` < 1, shift outside
+            ``[0, window)``, an input that is not 4-D or has the wrong number of channels.
 
     Examples:
         >>> import torch

@@ -125,13 +125,16 @@ def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -
         value = state[source]
         part = _gab_qkv_part(key)
         if part is not None:  # rows of the shared projection, in branch order
-            start = sum(ours[key.replace(f".{_GAB_QKV_PARTS[part]}.", f".{p}.")].shape[0] for p in _GAB_QKV_PARTS[:part])
+            start = sum(ours[key.replace(f".{_GAB_QKV_PARTS[part]}.", f".{p}.")].shape[0]
+                        for p in _GAB_QKV_PARTS[:part])
             value = value[start:start + expected.shape[0]]
             row_offsets[source] = max(row_offsets.get(source, 0), start + expected.shape[0])
         elif _CONV_1X1.search(key) and value.dim() == 4 and value.shape[2:] == (1, 1):
             value = value[:, :, 0, 0]
         if tuple(value.shape) != tuple(expected.shape):
-            misshaped.append(f"{source}: checkpoint {tuple(state[source].shape)}, model expects {tuple(expected.shape)}")
+            misshaped.append(
+                f"{source}: checkpoint {tuple(state[source].shape)}, model expects {tuple(expected.shape)}"
+            )
             continue
         converted[key] = value
         used.add(source)
@@ -208,7 +211,9 @@ def _read(source: str | os.PathLike | Mapping[str, Any], map_location, weights: 
                 # weights_only: a pickle that would build arbitrary objects (run code) is refused, not executed
                 source = torch.load(path, map_location=map_location, weights_only=True)
             except Exception as error:  # unpickling refused or file damaged: say which file and why
-                raise _unreadable(path, "not a damage-free file of tensors loadable with weights_only=True", error) from error
+                raise _unreadable(
+                    path, "not a damage-free file of tensors loadable with weights_only=True", error
+                ) from error
     if not isinstance(source, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict of tensors, got {type(source).__name__}")
     if all(isinstance(source.get(key), Mapping) for key in ("model", "ema", "config")):  # gridattn's trainer
@@ -373,7 +378,8 @@ def _own_layout(model: HMANet, state: Mapping[str, Any]) -> Mapping[str, torch.T
 
 def _fill(model: HMANet, weights: Mapping[str, torch.Tensor]) -> None:
     """Load ``weights`` (gridattn's layout, checked) into ``model``; NaN or infinite weights are refused."""
-    broken = sorted(official_key(k) for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    broken = sorted(official_key(k) for k, v in weights.items()
+                    if v.is_floating_point() and not torch.isfinite(v).all())
     if broken:  # such a model would answer every image with NaN
         raise CheckpointError(f"checkpoint has NaN or infinite weights in: {', '.join(broken[:12])}")
     model.load_state_dict(weights, strict=True)

@@ -107,7 +107,7 @@ class HMANetConfig:
         """Inputs are padded to a multiple of this (windows and grids must tile the map)."""
         return math.lcm(self.window_size, self.interval)
 
-    def replace(self, **changes) -> "HMANetConfig":
+    def replace(self, **changes) -> HMANetConfig:
         """A copy with ``changes`` applied (``dataclasses.replace``), validated again."""
         return dataclasses.replace(self, **changes)
 
@@ -121,7 +121,7 @@ class HMANetConfig:
         return {"version": CONFIG_VERSION, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "HMANetConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> HMANetConfig:
         """The configuration encoded by :meth:`to_dict` (also the unversioned dicts of gridattn 0.1).
 
         Raises:
@@ -215,9 +215,13 @@ class HMANet(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"HMANet expects images (B, C, H, W), got {shape}")
         if x.shape[1] != c.in_channels:
-            raise ValueError(f"HMANet expects {c.in_channels} channels (B, C, H, W), got {x.shape[1]} in shape {tuple(x.shape)}")
+            raise ValueError(
+                f"HMANet expects {c.in_channels} channels (B, C, H, W), got {x.shape[1]} in shape {tuple(x.shape)}"
+            )
         if not x.is_floating_point() or x.numel() == 0:
-            raise ValueError(f"HMANet expects a non-empty floating-point image, got {x.dtype} of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"HMANet expects a non-empty floating-point image, got {x.dtype} of shape {tuple(x.shape)}"
+            )
         check_like(x, self.conv_first.weight, "the image")
         height, width = x.shape[-2:]
         image = x
@@ -225,7 +229,8 @@ class HMANet(nn.Module):
         x = pad_to_multiple((x - mean) * c.img_range, c.pad_multiple, mode="symmetric", dims=(-2, -1))
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
-        x = unpad(self.conv_last(self.upsample(self.conv_before_upsample(x))), height * c.scale, width * c.scale, dims=(-2, -1))
+        x = unpad(self.conv_last(self.upsample(self.conv_before_upsample(x))), height * c.scale, width * c.scale,
+                  dims=(-2, -1))
         if c.image_skip:
             return x / c.img_range + F.interpolate(image, scale_factor=c.scale, mode="bicubic", align_corners=False)
         return x / c.img_range + mean

@@ -142,7 +142,10 @@ class PairedDataset(Dataset):
         lr_image = None if self.lr_files is None else self._read_rgb(self.lr_files[pick])
         lr_h, lr_w = hr_image.shape[0] // s, hr_image.shape[1] // s
         if min(lr_h, lr_w) < p:
-            raise ValueError(f"{self.files[pick]} is {hr_image.shape[1]}x{hr_image.shape[0]}: too small for LR patches of {p} at x{s}")
+            raise ValueError(
+                f"{self.files[pick]} is {hr_image.shape[1]}x{hr_image.shape[0]}: "
+                f"too small for LR patches of {p} at x{s}"
+            )
         top, left = int(rng.integers(lr_h - p + 1)), int(rng.integers(lr_w - p + 1))
         hr = hr_image[top * s:(top + p) * s, left * s:(left + p) * s]
         if lr_image is not None:

@@ -91,7 +91,10 @@ class Recipe:
             if stage.name in seen:
                 raise ValueError(f"recipe {self.name}: stage name {stage.name!r} is used twice")
             if stage.init_from is not None and stage.init_from not in seen:
-                raise ValueError(f"recipe {self.name}: stage {stage.name!r} starts from {stage.init_from!r}, which does not run before it")
+                raise ValueError(
+                    f"recipe {self.name}: stage {stage.name!r} starts from {stage.init_from!r}, "
+                    "which does not run before it"
+                )
             seen.add(stage.name)
 
     def stage(self, name: str) -> Stage:
@@ -143,9 +146,12 @@ TINY = Recipe(
     eval_tile=64,
     stages=(
         Stage("x2_pretrain", 2, ("pretrain",), iterations=400, lr=3e-4, milestones=(300,), **_TINY),
-        Stage("x3_pretrain", 3, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x2_pretrain", **_TINY),
-        Stage("x2_from_x3", 2, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x3_pretrain", **_TINY),
-        Stage("x4_from_x3", 4, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x3_pretrain", **_TINY),
+        Stage("x3_pretrain", 3, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x2_pretrain",
+              **_TINY),
+        Stage("x2_from_x3", 2, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x3_pretrain",
+              **_TINY),
+        Stage("x4_from_x3", 4, ("pretrain",), iterations=250, lr=3e-4, milestones=(190,), init_from="x3_pretrain",
+              **_TINY),
         Stage("x2_finetune", 2, ("finetune",), iterations=50, lr=1e-4, init_from="x2_from_x3", **_TINY),
         Stage("x3_finetune", 3, ("finetune",), iterations=50, lr=1e-4, init_from="x3_pretrain", **_TINY),
         Stage("x4_finetune", 4, ("finetune",), iterations=50, lr=1e-4, init_from="x4_from_x3", **_TINY),
@@ -179,7 +185,8 @@ def _capped(stage: Stage, max_steps: int | None) -> Stage:
     if max_steps is None or max_steps >= stage.iterations:
         return stage
     ratio = max_steps / stage.iterations
-    return dataclasses.replace(stage, iterations=max_steps, milestones=tuple(max(1, int(m * ratio)) for m in stage.milestones))
+    return dataclasses.replace(stage, iterations=max_steps,
+                               milestones=tuple(max(1, int(m * ratio)) for m in stage.milestones))
 
 
 def run_recipe(

@@ -31,7 +31,9 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def transfer_weights(source: Mapping[str, torch.Tensor], target: nn.Module, *, same_scale: bool = False) -> TransferReport:
+def transfer_weights(
+    source: Mapping[str, torch.Tensor], target: nn.Module, *, same_scale: bool = False
+) -> TransferReport:
     """Copy every tensor of ``source`` (a state dict) into ``target``; the scale-specific upsampler only when
     ``same_scale`` (a fine-tune of the same scale keeps its trained upsampler).
 
