@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-
 from hmanet_speed import build, forward, set_tf32
+from torch.profiler import ProfilerActivity, profile
 
 
 def main() -> None:

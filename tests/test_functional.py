@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import random_map, seeds
 
 from gridattn.functional import (
     fixed_grid_partition,
@@ -21,8 +23,6 @@ from gridattn.functional import (
     window_partition,
     window_reverse,
 )
-import reference
-from strategies import random_map, seeds
 
 units = st.tuples(st.integers(1, 5), st.integers(1, 5))
 

@@ -1,14 +1,15 @@
 """HMANet: official outputs (fixture made by the official code), parameter counts, checkpoints, errors."""
 
-import io
 import os
 import pickle
 from pathlib import Path
 
 import pytest
-import torch
-
 import reference
+import torch
+from official_cases import CASES, FIXTURE, config_of, input_of, official_state
+from strategies import random_map, randomize_
+
 from gridattn.blocks import FAB, GAB, RHTB
 from gridattn.models import (
     CheckpointError,
@@ -20,8 +21,6 @@ from gridattn.models import (
     save_hmanet,
     to_official_state_dict,
 )
-from official_cases import CASES, FIXTURE, config_of, input_of, official_state
-from strategies import random_map, randomize_
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
