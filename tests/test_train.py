@@ -135,13 +135,30 @@ train(TrainConfig.from_dict({config!r}))
 """
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_weights(image_folder, tmp_path):
+def _count_steps(monkeypatch) -> list:
+    """Record every optimiser update the trainer makes from now on."""
+    import gridattn.train.trainer as trainer
 
+    done, step = [], trainer._step
+    monkeypatch.setattr(trainer, "_step", lambda *args: done.append(1) or step(*args))
+    return done
+
+
+def _check_resumed(uninterrupted_dir, resumed_dir, updates: int, remaining: int) -> None:
+    """The resumed run made exactly the remaining updates and ended with the uninterrupted run's weights."""
+    a = torch.load(uninterrupted_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed_dir / "last.pt", weights_only=True)
+    assert updates == remaining, f"the resumed run made {updates} updates, {remaining} were left"
+    assert b["step"] == a["step"]
+    for part in ("model", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_weights(image_folder, tmp_path, monkeypatch):
     uninterrupted = _config(tmp_path / "a", image_folder, iterations=20)
     train(uninterrupted)
     interrupted = _config(tmp_path / "b", image_folder, iterations=20)
-    spec = interrupted.to_dict()
-    process = subprocess.Popen([sys.executable, "-c", RUNNER.format(config=spec)])
+    process = subprocess.Popen([sys.executable, "-c", RUNNER.format(config=interrupted.to_dict())])
     checkpoint = tmp_path / "b" / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -152,39 +169,107 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(image_folder, tmp_p
     process.wait()
     killed_at = torch.load(checkpoint, weights_only=True)["step"]
     assert 3 <= killed_at < 20, killed_at
+    updates = _count_steps(monkeypatch)
     train(interrupted)  # resumes from last.pt
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(checkpoint, weights_only=True)
-    assert b["step"] == a["step"] == 20
-    for part in ("model", "ema"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    _check_resumed(tmp_path / "a", tmp_path / "b", len(updates), 20 - killed_at)
+
+
+@pytest.mark.parametrize("broken", ["optimizer state skipped", "checkpoint ignored", "RNG state skipped"])
+def test_the_resume_check_fails_for_a_broken_resume(image_folder, tmp_path, monkeypatch, broken):
+    """Negative controls: the check above fails when the resume skips the optimiser state, starts over, or
+    forgets the RNG state (drop-path masks then differ)."""
+    import gridattn.train.trainer as trainer
+
+    train(_config(tmp_path / "a", image_folder))
+    interrupted = _config(tmp_path / "b", image_folder)
+    train(dataclasses.replace(interrupted, max_steps=4))  # a clean stop after 4 of 8 steps
+    if broken == "optimizer state skipped":
+        monkeypatch.setattr(torch.optim.Adam, "load_state_dict", lambda self, state: None)
+    elif broken == "checkpoint ignored":
+        monkeypatch.setattr(trainer, "TRAINER_CHECKPOINT_FILE", "absent.pt")
+    else:
+        monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
+    updates = _count_steps(monkeypatch)
+    train(interrupted)
+    with pytest.raises(AssertionError):
+        _check_resumed(tmp_path / "a", tmp_path / "b", len(updates), 4)
 
 
 DDP_SCRIPT = """
-import sys
+import os, sys
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from gridattn.train import TrainConfig, train
 from gridattn.models import hmanet_config
+
+out, data, reduce = sys.argv[1], sys.argv[2], sys.argv[3]
+if reduce == "sum":  # a broken all-reduce (sum instead of mean), for the negative control
+    def summed(state, bucket):
+        return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+    build = DistributedDataParallel.__init__
+    def with_sum(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        self.register_comm_hook(None, summed)
+    DistributedDataParallel.__init__ = with_sum
+grads = []  # per update: the all-reduced gradients, then the clipped ones the update uses
+clip = torch.nn.utils.clip_grad_norm_
+def record_and_clip(parameters, max_norm):
+    parameters = list(parameters)
+    grads.append([p.grad.clone() for p in parameters])
+    return clip(parameters, max_norm)
+torch.nn.utils.clip_grad_norm_ = record_and_clip
+def record(optimizer, args, kwargs):
+    grads.append([p.grad.clone() for p in optimizer.param_groups[0]["params"]])
+register_optimizer_step_pre_hook(record)
 model = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2,), drop_path_rate=0.0)
-train(TrainConfig(output_dir=sys.argv[1], model=model, data=(sys.argv[2],), iterations=3, batch_size=4,
-                  patch_size=16, checkpoint_every=3, log_every=1, progress=False))
+train(TrainConfig(output_dir=out, model=model, data=(data,), iterations=3, batch_size=4, patch_size=16,
+                  grad_clip=0.05, ema_decay=0.5, checkpoint_every=3, log_every=1, progress=False))
+if int(os.environ.get("RANK", "0")) == 0:
+    torch.save(grads, os.path.join(out, "grads.pt"))
 """
 
 
-def test_two_process_ddp_equals_one_process_with_the_same_global_batch(image_folder, tmp_path):
+def _ddp_run(tmp_path, image_folder, name: str, processes: int, reduce: str = "mean") -> dict:
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, script, tmp_path / "one", image_folder], env=env, capture_output=True,
-                            text=True)
-    assert single.returncode == 0, single.stderr
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                             str(29500 + os.getpid() % 1000), script, tmp_path / "two", image_folder],
-                            env=env, capture_output=True, text=True)
-    assert double.returncode == 0, double.stderr
-    one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
-    two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port",
+        str(29500 + (os.getpid() + len(name)) % 1000)]
+    done = subprocess.run([*launcher, script, tmp_path / name, image_folder, reduce], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    state = torch.load(tmp_path / name / "last.pt", weights_only=True)
+    return {"grads": torch.load(tmp_path / name / "grads.pt", weights_only=True), **state}
+
+
+def _check_same_training(one: dict, two: dict) -> None:
+    """Every update's gradients (all-reduced, then clipped), the weights and the EMA agree within float
+    tolerance."""
+    assert len(one["grads"]) == len(two["grads"]) == 2 * 3
+    for index, (a, b) in enumerate(zip(one["grads"], two["grads"])):
+        for i, (ga, gb) in enumerate(zip(a, b)):
+            what = f"step {index // 2} {'clipped' if index % 2 else 'all-reduced'}, parameter {i}"
+            torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6, msg=what)
+    for part in ("model", "ema"):
+        for key in one[part]:
+            torch.testing.assert_close(two[part][key], one[part][key], rtol=1e-4, atol=1e-5, msg=f"{part} {key}")
+
+
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(image_folder, tmp_path):
+    """Two gloo processes with half the batch each give one process's gradients (compared before every Adam
+    update, clipping on, since Adam alone would hide a wrong gradient scale), weights and EMA."""
+    one = _ddp_run(tmp_path, image_folder, "one", 1)
+    _check_same_training(one, _ddp_run(tmp_path, image_folder, "two", 2))
+
+
+def test_the_ddp_check_fails_for_an_all_reduce_that_sums(image_folder, tmp_path):
+    """Negative control: summing instead of averaging the gradients over the processes fails the check."""
+    one = _ddp_run(tmp_path, image_folder, "one", 1)
+    with pytest.raises(AssertionError, match="step 0 all-reduced"):
+        _check_same_training(one, _ddp_run(tmp_path, image_folder, "sum", 2, reduce="sum"))
 
 
 def test_recipes_follow_the_paper_and_validate_their_order():
