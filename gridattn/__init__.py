@@ -4,6 +4,7 @@ Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height
 """
 
 from . import blocks, functional, models
+from ._errors import InputError
 from ._version import __version__ as __version__
 from .functional import attention, available_backends, set_default_backend, use_backend
 from .layers import (
@@ -27,6 +28,7 @@ __all__ = [
     "DynamicPositionBias",
     "FusedConv",
     "GridAttention",
+    "InputError",
     "Mlp",
     "PostNorm",
     "PreNorm",

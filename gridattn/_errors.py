@@ -1,6 +1,15 @@
-"""Error messages on one line (command-line output, error summaries), for every layer of the package."""
+"""The error a user's input raises, and error messages on one line, for every layer of the package."""
 
 from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Input a user gave cannot be used: an image, a folder, a checkpoint, a value of an argument.
+
+    The command line prints it as one line and exits with status 2; any other exception there is a bug
+    (status 1). :class:`~gridattn.models.CheckpointError`, :class:`~gridattn.inference.ImageTooLargeError`
+    and the image readers' errors are input errors.
+    """
 
 
 def one_line(error: BaseException, *, first: bool = False) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ._errors import one_line
+from ._arguments import Parser, non_negative_int, positive_int
+from ._errors import InputError, one_line
 from .data import IMAGE_SUFFIXES, list_images, read_image, write_image
 from .evaluation import evaluate
 from .inference import upscale
@@ -102,6 +103,8 @@ def _cmd_info(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     device = _device(args.device)
+    if Path(args.hr).is_file():
+        raise UserError(f"--hr {args.hr} is a file: give the folder of HR images")
     list_images(args.hr)  # folder errors before the model is loaded
     model = None if args.bicubic else _load_model(args.checkpoint, args.scale, device)
     result = evaluate(model, args.hr, args.scale, lr_folder=args.lr, tile=args.tile, tile_overlap=args.tile_overlap,
@@ -120,27 +123,10 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gridattn", description="Super-resolution with HMANet.")
+    parser = Parser(prog="gridattn", description="Super-resolution with HMANet.")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of unexpected errors")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     up = commands.add_parser("upscale", help="upscale images or folders of images to PNG files")
     up.add_argument("inputs", nargs="+", help="image files or folders")
@@ -162,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     onnx = commands.add_parser("export-onnx", help="export a checkpoint to ONNX (pip install 'gridattn[onnx]')")
     onnx.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     onnx.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    onnx.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset (18-23; default 18)")
+    onnx.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (18-23; default 18)")
     onnx.add_argument("--dynamic", action="store_true",
                       help="any batch, height and width (slower to export); default: fixed to --size")
-    onnx.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"),
+    onnx.add_argument("--size", type=positive_int, nargs=2, default=(64, 64), metavar=("H", "W"),
                       help="LR input size of a fixed export, or the traced example of a dynamic one (default 64 64)")
     onnx.add_argument("--verify", action="store_true", help="compare onnxruntime with PyTorch and print the difference")
     onnx.set_defaults(run=_cmd_export_onnx)
@@ -181,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_cmd_info)
 
     for sub in (up, ev):
-        sub.add_argument("--tile", type=_positive_int, default=None,
+        sub.add_argument("--tile", type=positive_int, default=None,
                          help="tile size in LR pixels (default: whole image)")
-        sub.add_argument("--tile-overlap", type=_non_negative_int, default=16, help="tile overlap in LR pixels")
+        sub.add_argument("--tile-overlap", type=non_negative_int, default=16, help="tile overlap in LR pixels")
         sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
         sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     up.add_argument("--quiet", action="store_true", help="no progress output")
@@ -194,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UserError, FileNotFoundError, ValueError) as error:
+    except (UserError, InputError, FileNotFoundError) as error:  # what the user can fix; anything else is a bug
         print("gridattn: error: " + one_line(error), file=sys.stderr)
         return 2
     except (torch.OutOfMemoryError, MemoryError):

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._errors import InputError
 from .data.benchmark import benchmark_pairs
 from .data.imresize import imresize
 from .inference import Model, upscale
-from .metrics import psnr, ssim
+from .metrics import SSIM_WINDOW, psnr, ssim
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def evaluate(
 
     Raises:
         FileNotFoundError: a folder or a matching LR image is missing.
-        ValueError: no images, an unreadable image, an LR image of the wrong size.
+        InputError: no images, an unreadable image, an LR image of the wrong size, an image too small for
+            SSIM's window once the border is removed.
 
     Example:
         >>> result = evaluate(None, "Set5/HR", 4)     # doctest: +SKIP
@@ -76,6 +78,9 @@ def evaluate(
     """
     scores = []
     for name, hr, lr in benchmark_pairs(hr_folder, scale, lr_folder):
+        if min(hr.shape[:2]) - 2 * scale < SSIM_WINDOW:
+            raise InputError(f"{name}: {hr.shape[1]}x{hr.shape[0]} pixels leave less than {SSIM_WINDOW}x{SSIM_WINDOW} "
+                             f"for SSIM once the {scale}-pixel border is removed")
         if model is None:
             sr = imresize(lr, scale)
         else:

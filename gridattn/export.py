@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from ._errors import InputError
 from ._version import __version__
 from .functional._checks import check_positive, to_pair
 from .functional.backends import use_backend
@@ -169,7 +170,7 @@ def _check_arguments(model, opset, batch_size, attention_backend) -> None:
     if not isinstance(model, HMANet):
         raise TypeError(f"export_onnx exports a gridattn HMANet, got {type(model).__name__}")
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= _max_opset():
-        raise ValueError(f"opset must be an int in [{MIN_OPSET}, {_max_opset()}] (the range the torch.onnx "
+        raise InputError(f"opset must be an int in [{MIN_OPSET}, {_max_opset()}] (the range the torch.onnx "
                          f"dynamo exporter supports), got {opset!r}")
     check_positive(batch_size, "batch_size")
     if attention_backend not in EXPORT_BACKENDS:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._errors import InputError
 from .data.images import pil_pixels
 from .data.imresize import imresize
 from .memory import estimate_inference_memory
@@ -91,7 +92,7 @@ def _tile_layout(height: int, width: int, tile: int, overlap: int, multiple: int
     tile = _round_tile(tile, multiple)
     step = (tile - overlap) // multiple * multiple
     if overlap < 0 or step < multiple:
-        raise ValueError(
+        raise InputError(
             f"tile_overlap={overlap} must be >= 0 and leave a step of at least {multiple} pixels in a tile of {tile}"
         )
     return tile, [(top, left) for top in _starts(height, tile, step) for left in _starts(width, tile, step)]
@@ -171,7 +172,7 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
         return tensor, lambda out: Image.fromarray(back(out))
     if isinstance(image, torch.Tensor):
         if image.dim() not in (3, 4) or not image.is_floating_point():
-            raise ValueError(
+            raise InputError(
                 f"a tensor image must be float (C, H, W) or (B, C, H, W), got {image.dtype} {tuple(image.shape)}"
             )
         if image.dim() == 3:
@@ -179,9 +180,9 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
         return image, lambda out: out
     array = np.asarray(image)
     if array.ndim not in (2, 3):
-        raise ValueError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
+        raise InputError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"the image is empty: shape {array.shape}")
+        raise InputError(f"the image is empty: shape {array.shape}")
     gray = array.ndim == 2
     if array.dtype in (np.uint8, np.uint16):
         peak = float(np.iinfo(array.dtype).max)
@@ -193,7 +194,7 @@ def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
             return hwc[..., 0] if gray else hwc
         return tensor, back
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"numpy images must be uint8, uint16 or float in [0, 1], got {array.dtype}")
+        raise InputError(f"numpy images must be uint8, uint16 or float in [0, 1], got {array.dtype}")
     chw = torch.from_numpy(np.array(array[..., None] if gray else array)).permute(2, 0, 1)[None]  # a copy
 
     def back_float(out):
@@ -206,16 +207,16 @@ def _check_values(x: torch.Tensor, unit_range: bool) -> None:
     """Images must be finite; float image arrays must lie in [0, 1] (a float array in [0, 255] is the usual
     mistake). Tensors may leave [0, 1]: a denoiser's noisy input, for example."""
     if not torch.isfinite(x).all():
-        raise ValueError("the image contains NaN or infinite values")
+        raise InputError("the image contains NaN or infinite values")
     if not unit_range:
         return
     low, high = x.min().item(), x.max().item()
     if low < -1e-3 or high > 1 + 1e-3:
-        raise ValueError(f"float images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] "
+        raise InputError(f"float images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] "
                          "(divide 8-bit data by 255, or pass the uint8 array)")
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(InputError):
     """The image cannot be upscaled at once in the memory of its device; the message suggests a tile size."""
 
 
@@ -341,7 +342,7 @@ def upscale(
     if gray:
         x = x.expand(-1, 3, -1, -1)
     if x.shape[1] != channels:
-        raise ValueError(f"the model takes {channels}-channel images, got {x.shape[1]} channels")
+        raise InputError(f"the model takes {channels}-channel images, got {x.shape[1]} channels")
     if check_memory:
         _check_memory(spec, x, tile, batch_tiles, device, dtype)
     transforms = _TRANSFORMS if self_ensemble else _TRANSFORMS[:1]

@@ -102,7 +102,11 @@ def psnr(image, reference, *, border: int = 0, y_only: bool = True) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11
+"""Side of SSIM's Gaussian window: images must be at least this large after the border is cropped."""
+
+
+def _gaussian_1d(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     return g / g.sum()
@@ -112,7 +116,8 @@ def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     g = _gaussian_1d()
     if min(a.shape) < len(g):
-        raise ValueError(f"SSIM needs images of at least 11x11 after cropping, got {a.shape[0]}x{a.shape[1]}")
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after cropping, "
+                         f"got {a.shape[0]}x{a.shape[1]}")
     x, y = torch.from_numpy(a), torch.from_numpy(b)
     # the 11x11 Gaussian window (valid part) is separable: filter columns then rows, the five maps at once
     maps = torch.stack([x, y, x * x, y * y, x * y])[:, None]

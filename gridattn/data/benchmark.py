@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._errors import InputError
 from .images import IMAGE_SUFFIXES, list_images, modcrop, read_image
 from .imresize import imresize
 
@@ -70,7 +71,7 @@ def benchmark_pairs(
             lr = _without_alpha(read_image(_find(Path(lr_folder), path.name)))
             expected = (hr.shape[0] // scale, hr.shape[1] // scale)
             if lr.shape[:2] != expected:
-                raise ValueError(
+                raise InputError(
                     f"{path.name}: the LR image is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]}"
                 )
         yield BenchmarkPair(path.name, hr, lr)

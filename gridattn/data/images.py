@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File name suffixes (lower case) recognised as images when listing folders."""
 
@@ -26,19 +28,22 @@ def list_images(*paths: str | os.PathLike, recursive: bool = False) -> list[Path
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: no image was found.
+        InputError: no paths, or a folder without images (an input that would be ignored silently).
     """
+    if not paths:
+        raise InputError("no image files or folders given")
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             found = path.rglob("*") if recursive else path.iterdir()
-            files += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not images:
+                raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+            files += images
         elif path.is_file():
             files.append(path)
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
     return files
 
 
@@ -54,10 +59,10 @@ def pil_pixels(image) -> np.ndarray:
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grayscale: round to 8 bits
         values = np.asarray(image).astype(np.int64)
         if values.min() < 0 or values.max() > 65535:
-            raise ValueError(f"32-bit integer pixel values (range {values.min()}..{values.max()}) are not supported")
+            raise InputError(f"32-bit integer pixel values (range {values.min()}..{values.max()}) are not supported")
         return ((values * 255 + 32767) // 65535).astype(np.uint8)
     if image.mode == "F":
-        raise ValueError("floating-point image files are not supported; convert to 8 or 16 bits")
+        raise InputError("floating-point image files are not supported; convert to 8 or 16 bits")
     if image.mode == "1":
         image = image.convert("L")
     elif image.mode == "P":
@@ -90,7 +95,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError,
         OSError, SyntaxError, EOFError, ValueError,
     ) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
+        raise InputError(f"cannot read image {path}: {error}") from None
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -59,7 +59,8 @@ def label_mask(
     return torch.where(same, zero, torch.tensor(masked_value, dtype=dtype, device=query_labels.device))
 
 
-def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device):
+def _map_labels(height: int, width: int, padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
+                device):
     rows = _axis_labels(height, padded[0], window[0], shift[0], device)
     cols = _axis_labels(width, padded[1], window[1], shift[1], device)
     num_cols = padded[1] // window[1] + 2  # col labels lie in [0, num_cols)
@@ -123,7 +124,8 @@ def window_attention_mask(
     """
     window = to_pair(window_size, "window_size")
     shift = check_shift(shift, window)
-    return _window_mask(height, width, window, shift, torch.device(device if device is not None else "cpu"), dtype, masked_value)
+    device = torch.device(device if device is not None else "cpu")
+    return _window_mask(height, width, window, shift, device, dtype, masked_value)
 
 
 def grid_padding_labels(

@@ -8,7 +8,9 @@ from ._cache import cached_tensor
 from ._checks import to_pair
 
 
-def relative_position_rows(size: int | tuple[int, int], start: int, stop: int, device: torch.device | str | None = None) -> torch.Tensor:
+def relative_position_rows(
+    size: int | tuple[int, int], start: int, stop: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Rows ``start:stop`` of :func:`relative_position_index` (queries ``start..stop-1`` against every key).
 
     Computed, not cached: ``(stop - start, h*w)`` int64. Lets a large group's bias be built a block of

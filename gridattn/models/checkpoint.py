@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from .._errors import one_line
+from .._errors import InputError, one_line
 from ..functional.position import relative_position_index
 from .hmanet import HMANet, HMANetConfig
 
@@ -96,7 +96,7 @@ def to_official_state_dict(model: HMANet) -> dict[str, torch.Tensor]:
     return official
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint does not fit the model: the message lists missing, unexpected and mis-shaped keys."""
 
 

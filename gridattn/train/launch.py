@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .._arguments import positive_int
+from .._errors import InputError
 from .recipe import RECIPES, StageResult, results_table, run_recipe
 
 BUNDLED_TRAIN = ("chelsea.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg", "hubble_deep_field.jpg",
@@ -25,7 +27,7 @@ BUNDLED_EVAL = ("astronaut.png", "coffee.png")
 """scikit-image photographs held out for evaluation."""
 
 
-class LaunchError(ValueError):
+class LaunchError(InputError):
     """A command line that cannot run (a non-empty output folder without ``--resume``, no data); one line."""
 
 
@@ -56,7 +58,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--data-root", help="official preset: ROOT/imagenet (pre-training) and ROOT/DF2K (fine-tuning)")
     parser.add_argument("--eval", nargs="+", default=[], help="HR benchmark folders evaluated after every stage")
     parser.add_argument("--output", default=None, help="output folder (default runs/<preset>)")
-    parser.add_argument("--max-steps", type=_positive_int,
+    parser.add_argument("--max-steps", type=positive_int,
                         help="cap on the steps of every stage (milestones scaled alike)")
     parser.add_argument("--numerics", choices=("corrected", "official"), default="corrected")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -66,16 +68,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         "(same steps and schedule) to measure what its initialisation brings, e.g. x4_from_x3")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _eval_name(folder: str) -> str:
