@@ -5,8 +5,13 @@ gives ~1e-7 to 1e-6 on these small models and ~4e-7 on the official x4 one with 
 (benchmarks/onnx_check.py); 1e-4 leaves a wide margin (trained weights, other CPUs) while a wrong mask, position
 bias, padding or crop changes outputs by 1e-3 or more (or their shape).
 
-Exports are slow (a dynamic one traces symbolic shapes: ~30-60 s on two busy cores), so the default run does one
-fixed and one dynamic export; the other configurations are marked slow.
+The models carry random weights of a trained model's scale (:func:`realistic_`), not the initialisation, whose
+zero biases and 0.02-scaled GAB branch shrink attention and mask errors about 50 times; a deliberately wrong
+mask shows that the tolerance catches such an error.
+
+Exports are slow (a dynamic one traces symbolic shapes: ~30-60 s on two busy cores), so the default run does two
+dynamic exports (official numerics, and a window-16 model whose large inputs attend in blocks in PyTorch) and
+two fixed ones; the other configurations are marked slow.
 """
 
 from __future__ import annotations
@@ -33,16 +38,34 @@ from gridattn.export import (  # noqa: E402
 from gridattn.models import HMANet, HMANetConfig, hmanet_config  # noqa: E402
 
 TOL = 1e-4
-# multiples of the window (8) and not, smaller than a window, and different from the traced 32x32
-DYNAMIC_SIZES = [(32, 32), (48, 40), (37, 53), (64, 64), (5, 3), (8, 17)]
+# multiples of the window (8) and not, smaller than a window down to 1x1, and different from the traced 32x32
+DYNAMIC_SIZES = [(32, 32), (48, 40), (37, 53), (64, 64), (5, 3), (8, 17), (1, 1)]
+NORMS = ("norm.weight", "norm1.weight", "norm2.weight", "expand_norm.weight")
 
 
-def small_model(scale: int = 4, numerics: str = "corrected", image_skip: bool = True, depths=(1,), seed: int = 0):
+def realistic_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random weights of a trained model's scale, in place: matrices and kernels with std 1/sqrt(fan-in), norm
+    gains around 1, biases, position-bias tables and GAB's residual scale of order 0.1-1."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.dim() >= 2 and "relative_position_bias_table" not in name:
+                p.copy_(noise / p[0].numel() ** 0.5)
+            elif name.endswith(NORMS):
+                p.copy_(1 + 0.2 * noise)
+            else:
+                p.copy_(0.5 * noise)
+    return model
+
+
+def small_model(scale: int = 4, numerics: str = "corrected", image_skip: bool = True, depths=(1,), seed: int = 0,
+                window_size: int = 8, heads: int = 2, embed_dim: int = 16):
     """Smallest HMANet with every kind of block: FusedConv, FAB, GAB (W-MSA, SW-MSA, grid attention)."""
-    torch.manual_seed(seed)
-    config = HMANetConfig(scale=scale, embed_dim=16, depths=depths, num_heads=(2,) * len(depths), window_size=8,
-                          upsample_features=16, drop_path_rate=0.0, numerics=numerics, image_skip=image_skip)
-    return HMANet(config).eval()
+    config = HMANetConfig(scale=scale, embed_dim=embed_dim, depths=depths, num_heads=(heads,) * len(depths),
+                          window_size=window_size, upsample_features=16, drop_path_rate=0.0, numerics=numerics,
+                          image_skip=image_skip)
+    return realistic_(HMANet(config), seed).eval()
 
 
 def warm_caches(model: HMANet, *sizes) -> None:
@@ -60,7 +83,7 @@ def check_close(results, sizes, tol=TOL):
 
 @pytest.fixture(scope="module")
 def dynamic_export(tmp_path_factory):
-    model = small_model(scale=4, numerics="corrected", image_skip=True)
+    model = small_model(scale=4, numerics="official", image_skip=True)
     warm_caches(model, (24, 24), (37, 53))  # caches hold other sizes than the traced one: must not leak in
     path = tmp_path_factory.mktemp("onnx") / "hmanet_dynamic.onnx"
     info = export_onnx(model, path, dynamic=True, example_size=(32, 32))
@@ -86,7 +109,7 @@ def test_dynamic_export_graph_names_shapes_and_metadata(dynamic_export):
     assert info.dynamic and info.input_shape == (None, 3, None, None)
     assert info.scale == 4 and info.opset == DEFAULT_OPSET
     meta = read_onnx_metadata(info.path)
-    assert meta["scale"] == 4 and meta["dynamic"] is True and meta["numerics"] == "corrected"
+    assert meta["scale"] == 4 and meta["dynamic"] is True and meta["numerics"] == "official"
     assert meta["pad_multiple"] == model.config.pad_multiple
     stored = meta["config"]
     assert HMANetConfig.from_dict(stored) == model.config
@@ -111,6 +134,28 @@ def test_fixed_size_export(tmp_path):
     with pytest.raises(ValueError, match="fixed to batch 1"):
         verify_onnx(info.path, model, [(20, 28)], batch_size=2)
     assert read_onnx_metadata(info.path)["input_shape"] == [1, 3, 20, 28]
+
+
+def test_dynamic_export_of_windows_that_pytorch_attends_in_blocks(tmp_path):
+    """Window 16 with 6 heads: PyTorch attends in blocks of 42 windows (``max_scores``), so a 112x112 input (49
+    windows) runs two blocks; the traced graph must not keep the example's single block."""
+    model = small_model(scale=2, window_size=16, heads=6, embed_dim=24, image_skip=False)
+    info = export_onnx(model, tmp_path / "w16.onnx", dynamic=True, example_size=(48, 48))
+    sizes = [(48, 48), (112, 112), (1, 1)]
+    check_close(verify_onnx(info.path, model, sizes), sizes)
+
+
+def test_a_wrong_mask_is_caught(tmp_path, monkeypatch):
+    """Negative control: exported without the shifted-window / padding mask, the file differs from PyTorch by
+    far more than the tolerance (with these weights), so the comparisons above would catch a mask error."""
+    import gridattn.layers.window_attention as window_attention
+
+    model = small_model(scale=2, image_skip=False)
+    monkeypatch.setattr(window_attention, "window_attention_mask", lambda *args, **kwargs: None)
+    info = export_onnx(model, tmp_path / "unmasked.onnx", example_size=(20, 28))  # padded: 24 x 32
+    monkeypatch.undo()
+    ((_, difference),) = verify_onnx(info.path, model, [(20, 28)])
+    assert difference > 100 * TOL, difference
 
 
 class NotHMANet(torch.nn.Module):
