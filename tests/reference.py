@@ -31,6 +31,21 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
 
 
+def mlp(layer, x: torch.Tensor) -> torch.Tensor:
+    """``fc2(GELU(fc1(x)))``."""
+    return linear(gelu(linear(x, layer.fc1)), layer.fc2)
+
+
+def pre_norm(layer, x: torch.Tensor, fn) -> torch.Tensor:
+    """``x + fn(layer.fn, LN(x))`` (no drop-path: eval or p = 0)."""
+    return _f64(x) + fn(layer.fn, layer_norm(x, layer.norm))
+
+
+def post_norm(layer, x: torch.Tensor, fn) -> torch.Tensor:
+    """``x + LN(fn(layer.fn, x))``."""
+    return _f64(x) + layer_norm(fn(layer.fn, x), layer.norm)
+
+
 def softmax_attention(q, k, v, bias):
     """One head: q (n, d), k (m, d), v (m, e), bias (n, m)."""
     scores = q @ k.T / math.sqrt(q.shape[-1]) + bias

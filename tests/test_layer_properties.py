@@ -30,8 +30,9 @@ LAYERS = {
     "channel": (lambda: ChannelAttention(DIM, 2), reference.channel_attention),
     "conv_channel": (lambda: ConvChannelAttention(DIM, 2, 2), reference.conv_channel_attention),
     "fused_conv": (lambda: FusedConv(DIM, 2, 2), reference.fused_conv),
-    "prenorm_mlp": (lambda: PreNorm(DIM, Mlp(DIM, 2 * DIM)), None),
-    "postnorm_window": (lambda: PostNorm(DIM, WindowAttention(DIM, 2, 4, shift=2)), None),
+    "prenorm_mlp": (lambda: PreNorm(DIM, Mlp(DIM, 2 * DIM)), lambda m, x: reference.pre_norm(m, x, reference.mlp)),
+    "postnorm_window": (lambda: PostNorm(DIM, WindowAttention(DIM, 2, 4, shift=2)),
+                        lambda m, x: reference.post_norm(m, x, reference.window_attention)),
 }
 names = pytest.mark.parametrize("name", sorted(LAYERS))
 

@@ -175,3 +175,60 @@ def test_mlp_and_residual_wrappers_match_reference(seed, data, dim, hidden):
         reference.linear(reference.gelu(reference.linear(x, post.fn.fc1)), post.fn.fc2), post.norm
     )
     torch.testing.assert_close(post(x), expected_post, rtol=1e-9, atol=1e-9)
+
+
+# Corner cases pinned (every run, whatever hypothesis draws): a 1x1 map, maps smaller than the window or
+# interval, shifts along one axis only, and maximal padding (one pixel past a multiple: almost a whole
+# window or group of padding).
+CORNER_SIZES = [(1, 1), (3, 2), (1, 9), (9, 1), (5, 5), (9, 9)]  # window / interval 4: 9 = 2 * 4 + 1
+
+
+@pytest.mark.parametrize("size", CORNER_SIZES)
+@pytest.mark.parametrize("shift", [(0, 0), (2, 0), (0, 3), (2, 2)])
+def test_window_attention_corner_cases(size, shift):
+    layer = randomize_(WindowAttention(6, 2, 4, shift, max_scores=50), 3).double()
+    x = random_map(5, 2, *size, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.window_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("size", CORNER_SIZES)
+@pytest.mark.parametrize("two_stage", [True, False])
+def test_grid_attention_corner_cases(size, two_stage):
+    layer = randomize_(GridAttention(6, 2, 4, two_stage=two_stage, max_scores=7), 4).double()
+    x = random_map(6, 2, *size, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.grid_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@given(seed=seeds, data=st.data(), shift=st.integers(0, 3))
+def test_residual_wrappers_around_window_attention_match_reference(seed, data, shift):
+    """PreNorm: ``x + attn(LN(x))``; PostNorm: ``x + LN(attn(x))`` (HMANet's GAB MLP), attention by the
+    window-attention reference."""
+    x = random_map(*data.draw(feature_maps(6, max_size=11)), dtype=torch.float64)
+    pre = randomize_(PreNorm(6, WindowAttention(6, 2, 4, shift)), seed).double()
+    expected = x + reference.window_attention(pre.fn, reference.layer_norm(x, pre.norm))
+    torch.testing.assert_close(pre(x), expected, rtol=1e-9, atol=1e-9)
+    post = randomize_(PostNorm(6, WindowAttention(6, 2, 4, shift)), seed).double()
+    expected = x + reference.layer_norm(reference.window_attention(post.fn, x), post.norm)
+    torch.testing.assert_close(post(x), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_drop_path_follows_its_definition(p):
+    """Stochastic depth: in training each sample's branch is 0 with probability p, else x / (1 - p), one draw
+    per sample; the identity in eval and at p = 0. The kept share of 4000 samples lies within 4.5 binomial
+    standard deviations of 1 - p."""
+    from gridattn import DropPath
+
+    torch.manual_seed(0)
+    x = torch.rand(4000, 3, 5, dtype=torch.float64) + 0.5  # no zero entries: a kept sample is recognisable
+    layer = DropPath(p).train()
+    out = layer(x.requires_grad_())
+    kept = (out != 0).all(dim=(1, 2))
+    dropped = (out == 0).all(dim=(1, 2))
+    assert bool((kept | dropped).all()), "a sample was partly dropped"
+    torch.testing.assert_close(out[kept], x[kept] / (1 - p), rtol=0, atol=0)
+    share, sigma = kept.double().mean().item(), (p * (1 - p) / len(x)) ** 0.5
+    assert abs(share - (1 - p)) < 4.5 * sigma, (share, 1 - p)
+    out.sum().backward()  # the gradient is the same mask and scale
+    torch.testing.assert_close(x.grad, kept[:, None, None].double().expand_as(x) / (1 - p), rtol=0, atol=0)
+    assert torch.equal(layer.eval()(x), x) and torch.equal(DropPath(0.0).train()(x), x)
