@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from data_paths import benchmark_data  # noqa: F401  (the fixture behind data_paths.needs_data)
 from hypothesis import HealthCheck, settings
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
