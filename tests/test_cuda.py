@@ -104,16 +104,44 @@ def test_trainer_runs_on_cuda_with_bfloat16(tmp_path):
     assert result["step"] == 4
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_sdpa_runs_a_fused_kernel_for_hmanet_head_widths(dtype):
-    layer = GridAttention(90, 3, 4, out_proj=False).cuda().to(dtype).eval()  # 30-wide heads
-    x = torch.randn(1, 64, 64, 90, device="cuda", dtype=dtype)
-    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        layer(x)
+FUSED = ("fmha", "flash", "efficient", "cudnn")  # kernel names of the fused attention implementations
+FUSED_LAYERS = {  # HMANet's head widths: 15 (window branches) and 30 (grid branch)
+    "grid": (lambda: GridAttention(90, 3, 4, out_proj=False), 90),
+    "window": (lambda: WindowAttention(45, 3, 16, 8), 45),
+}
+
+
+def _explicit_softmax(kernel: str) -> bool:
+    return "softmax" in kernel and not any(f in kernel for f in FUSED)
+
+
+def _kernels(run) -> list[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
         torch.cuda.synchronize()
-    names = [e.key.lower() for e in prof.key_averages()]
-    assert any(("fmha" in n or "flash" in n or "efficient" in n or "cudnn" in n) for n in names), names
-    assert not any("softmax_warp" in n for n in names), "the attention fell back to an explicit softmax"
+    return [e.key.lower() for e in prof.key_averages()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(FUSED_LAYERS))
+@pytest.mark.parametrize("size", [(64, 64), (61, 59)])  # whole windows / groups, and padding masked
+def test_sdpa_runs_fused_kernels_forward_and_backward(dtype, name, size):
+    """The forward and the backward run fused attention kernels (no explicit softmax), with the shift and
+    padding masks, and the learned position bias gets its gradient through them."""
+    build, channels = FUSED_LAYERS[name]
+    layer = build().cuda().to(dtype)
+    x = torch.randn(1, *size, channels, device="cuda", dtype=dtype)
+    with torch.inference_mode():
+        forward = _kernels(lambda: layer.eval()(x))
+    assert any(f in n for n in forward for f in FUSED), forward
+    assert not any(_explicit_softmax(n) for n in forward), "the forward fell back to an explicit softmax"
+    out = layer.train()(x.requires_grad_())
+    backward = _kernels(lambda: out.float().square().mean().backward())
+    assert any(f in n for n in backward for f in FUSED), backward
+    assert not any(_explicit_softmax(n) for n in backward), "the backward fell back to an explicit softmax"
+    biases = [p for n, p in layer.named_parameters() if "position" in n]
+    assert biases and all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+                          for p in biases)
 
 
 @pytest.mark.parametrize("preset, scale, size", [("tiny", 2, (37, 53)), ("tiny", 4, (256, 192)), ("small", 4, (96, 96)),
