@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import settings
 from hypothesis import strategies as st
 
 seeds = st.integers(0, 2**31 - 1)
@@ -28,3 +29,8 @@ def randomize_(module: torch.nn.Module, seed: int, std: float = 0.5) -> torch.nn
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * std)
     return module
+
+
+def at_least(examples: int) -> int:
+    """The hypothesis profile's number of examples (tests/conftest.py), but no fewer than ``examples``."""
+    return max(examples, settings.default.max_examples)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import randomize_
+from strategies import at_least, randomize_
 
 from gridattn.models import CheckpointError, HMANet, hmanet_config, load_hmanet, save_hmanet, to_official_state_dict
 
@@ -64,7 +64,7 @@ def _damage(data: bytes, seed: int, how: str) -> bytes:
     return data[:position] + bytes([data[position] ^ (1 << rng.randrange(8))]) + data[position + 1:]
 
 
-@settings(max_examples=6 * settings.default.max_examples // 5, deadline=None,
+@settings(max_examples=at_least(12), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), how=st.sampled_from(["truncate", "header", "flip"]),
        suffix=st.sampled_from(["pth", "safetensors"]))

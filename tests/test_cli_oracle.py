@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from strategies import at_least
 from test_hardening import _bad_files, _png
 
 from gridattn.cli import main
@@ -202,7 +203,7 @@ def _check_outcome(argv, problems, outputs, status, stdout, stderr, folder: Path
         assert report["images"] == 1 if report else "| mean" in stdout, (argv, stdout)
 
 
-@settings(max_examples=5 * settings.default.max_examples // 2, deadline=None,
+@settings(max_examples=at_least(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=command_lines())
 def test_command_lines_against_the_oracle(cli_files, case, monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import at_least
 from test_layer_properties import DIM
 from test_layer_properties import LAYERS as LAYERS_WITH_REFERENCES
 
@@ -73,7 +74,7 @@ def test_layers_answer_or_refuse_any_tensor(name, x, weights):
     _answers_or_refuses(layer, x, lambda t: tuple(t.shape))
 
 
-@settings(max_examples=2 * settings.default.max_examples)  # more than the profile: the input space is wide
+@settings(max_examples=at_least(20))  # the input space is wide
 @given(x=arbitrary_tensors(3, channel_dim=1, max_side=9), double=st.booleans())
 def test_hmanet_answers_or_refuses_any_tensor(x, double):
     model = HMANet(hmanet_config(2, "tiny")).eval()
@@ -98,7 +99,7 @@ def arbitrary_arrays(draw):
     return array
 
 
-@settings(max_examples=3 * settings.default.max_examples)
+@settings(max_examples=at_least(30))
 @given(image=arbitrary_arrays())
 def test_upscale_answers_or_refuses_any_array(image):
     model = HMANet(hmanet_config(2, "tiny")).eval()

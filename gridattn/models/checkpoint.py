@@ -335,15 +335,24 @@ def load_hmanet(
         >>> model = load_hmanet("HMA_SRx4.pth", scale=4)  # the released checkpoint   # doctest: +SKIP
         >>> model = load_hmanet("runs/tiny/x2_finetune")    # a training stage's EMA model  # doctest: +SKIP
     """
-    checkpoint = _read(source, map_location, weights)
-    if checkpoint.official_layout:
-        model = hmanet_from_state_dict(checkpoint.state, checkpoint.config)
-    else:
-        model = HMANet(_stored_config(checkpoint.config))
-        _fill(model, _own_layout(model, checkpoint.state))
+    try:
+        model = _build(_read(source, map_location, weights))
+    except CheckpointError as error:  # say which file, whatever went wrong inside it
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        if name is None or name in str(error):
+            raise
+        raise CheckpointError(f"{name}: {error}") from None
     if scale is not None and scale != model.config.scale:
         raise CheckpointError(f"checkpoint is a x{model.config.scale} model, but scale {scale} was requested")
     return model.to(map_location).eval()
+
+
+def _build(checkpoint: _Checkpoint) -> HMANet:
+    if checkpoint.official_layout:
+        return hmanet_from_state_dict(checkpoint.state, checkpoint.config)
+    model = HMANet(_stored_config(checkpoint.config))
+    _fill(model, _own_layout(model, checkpoint.state))
+    return model
 
 
 def _check_tensors(state: Mapping[str, Any]) -> None:
