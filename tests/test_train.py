@@ -1,6 +1,7 @@
 """Training: data alignment, scale transfer, EMA, schedule, exact resume after a kill, DDP equivalence."""
 
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -196,7 +197,7 @@ def test_the_resume_check_fails_for_a_broken_resume(image_folder, tmp_path, monk
 
 
 DDP_SCRIPT = """
-import os, sys
+import json, os, sys
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -204,8 +205,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from gridattn.train import TrainConfig, train
 from gridattn.models import hmanet_config
 
-out, data, reduce = sys.argv[1], sys.argv[2], sys.argv[3]
-if reduce == "sum":  # a broken all-reduce (sum instead of mean), for the negative control
+out, data, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+if options.get("reduce") == "sum":  # a broken all-reduce (sum instead of mean), for the negative control
     def summed(state, bucket):
         return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
     build = DistributedDataParallel.__init__
@@ -223,26 +224,29 @@ torch.nn.utils.clip_grad_norm_ = record_and_clip
 def record(optimizer, args, kwargs):
     grads.append([p.grad.clone() for p in optimizer.param_groups[0]["params"]])
 register_optimizer_step_pre_hook(record)
-model = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2,), drop_path_rate=0.0)
-train(TrainConfig(output_dir=out, model=model, data=(data,), iterations=3, batch_size=4, patch_size=16,
-                  grad_clip=0.05, ema_decay=0.5, checkpoint_every=3, log_every=1, progress=False))
-if int(os.environ.get("RANK", "0")) == 0:
-    torch.save(grads, os.path.join(out, "grads.pt"))
+model = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2,),
+                                         drop_path_rate=options.get("drop_path", 0.0))
+train(TrainConfig(output_dir=out, model=model, data=(data,), iterations=options.get("iterations", 3), batch_size=4,
+                  patch_size=16, grad_clip=0.05, ema_decay=0.5, checkpoint_every=1, log_every=1, progress=False,
+                  max_steps=options.get("max_steps")))
+rank = int(os.environ.get("RANK", "0"))
+torch.save(grads, os.path.join(out, f"grads-{rank}.pt"))
 """
 
 
-def _ddp_run(tmp_path, image_folder, name: str, processes: int, reduce: str = "mean") -> dict:
+def _ddp_run(tmp_path, image_folder, name: str, processes: int, **options) -> dict:
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port",
         str(29500 + (os.getpid() + len(name)) % 1000)]
-    done = subprocess.run([*launcher, script, tmp_path / name, image_folder, reduce], env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run([*launcher, script, tmp_path / name, image_folder, json.dumps(options)], env=env,
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     state = torch.load(tmp_path / name / "last.pt", weights_only=True)
-    return {"grads": torch.load(tmp_path / name / "grads.pt", weights_only=True), **state}
+    grads = [torch.load(tmp_path / name / f"grads-{rank}.pt", weights_only=True) for rank in range(processes)]
+    return {"grads": grads[0], "grads_by_rank": grads, **state}
 
 
 def _check_same_training(one: dict, two: dict) -> None:
@@ -270,6 +274,21 @@ def test_the_ddp_check_fails_for_an_all_reduce_that_sums(image_folder, tmp_path)
     one = _ddp_run(tmp_path, image_folder, "one", 1)
     with pytest.raises(AssertionError, match="step 0 all-reduced"):
         _check_same_training(one, _ddp_run(tmp_path, image_folder, "sum", 2, reduce="sum"))
+
+
+def test_ddp_with_drop_path_draws_other_masks_per_process_and_resumes_exactly(image_folder, tmp_path):
+    """Drop-path on: each process has a random stream of its own (the same seed everywhere would drop the same
+    samples of every process's share), and a DDP run stopped after 2 of 4 steps and resumed ends with the
+    uninterrupted run's weights, EMA and per-process random states."""
+    whole = _ddp_run(tmp_path, image_folder, "whole", 2, drop_path=0.3, iterations=4)
+    processes = whole["rng"]["processes"]
+    assert len(processes) == 2 and not torch.equal(processes[0]["torch"], processes[1]["torch"])
+    _ddp_run(tmp_path, image_folder, "split", 2, drop_path=0.3, iterations=4, max_steps=2)
+    split = _ddp_run(tmp_path, image_folder, "split", 2, drop_path=0.3, iterations=4)
+    assert split["step"] == whole["step"] == 4
+    for part in ("model", "ema"):
+        assert all(torch.equal(whole[part][k], split[part][k]) for k in whole[part]), part
+    assert all(torch.equal(a["torch"], b["torch"]) for a, b in zip(processes, split["rng"]["processes"]))
 
 
 def test_recipes_follow_the_paper_and_validate_their_order():

@@ -139,8 +139,33 @@ def _join_processes(config: TrainConfig) -> _Processes:
     return _Processes(world, rank, device, config.batch_size // world)
 
 
+def _rng_state(device: torch.device) -> dict:
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def _own_random_stream(config: TrainConfig, rank: int) -> None:
+    """Process ``rank`` > 0 draws drop-path masks from a stream of its own (rank 0 keeps the one seeded by
+    ``config.seed``, so one process trains as before): with one seed everywhere, every process would drop the
+    same samples of its share of the batch."""
+    if rank:
+        torch.manual_seed(config.seed + 1_000_003 * rank)
+
+
+def _gathered_rng(device: torch.device, procs: _Processes) -> dict:
+    """Rank 0's RNG states, plus under DDP every process's (``processes``, by rank; a collective call)."""
+    own = _rng_state(device)
+    if procs.world == 1:
+        return own
+    states: list = [None] * procs.world
+    dist.all_gather_object(states, own)
+    return {**own, "processes": states}
+
+
 def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device: torch.device,
-                          main: bool) -> tuple[int, ModelEMA]:
+                          procs: _Processes) -> tuple[int, ModelEMA]:
     """Restore model, optimiser, step, RNG and EMA from the output folder's checkpoint if there is one, else
     start from ``init_from``'s weights (or the model as built); return (step, EMA)."""
     checkpoint_path = Path(config.output_dir) / TRAINER_CHECKPOINT_FILE
@@ -148,15 +173,21 @@ def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device:
         if config.init_from:
             weights, source_scale = _initial_weights(config.init_from)
             report = transfer_weights(weights, model, same_scale=source_scale == config.model.scale)
-            if main:
+            if procs.main:
                 print(f"initialised from {config.init_from}: {report}")
+        _own_random_stream(config, procs.rank)
         return 0, ModelEMA(model, config.ema_decay)
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if device.type == "cuda" and "cuda" in state["rng"]:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    rng, processes = state["rng"], state["rng"].get("processes")
+    if processes is not None and len(processes) == procs.world:
+        rng = processes[procs.rank]
+    torch.set_rng_state(rng["torch"])
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    if rng is state["rng"] and procs.rank:  # another number of processes than when saved: a new stream
+        _own_random_stream(config, procs.rank)
     ema = ModelEMA(model, config.ema_decay)
     ema.load_state_dict(state["ema"])
     return state["step"], ema
@@ -246,16 +277,13 @@ def _step(net: nn.Module, optimizer, lr_batch: torch.Tensor, hr_batch: torch.Ten
     return loss
 
 
-def _save(config: TrainConfig, step: int, model: HMANet, ema: ModelEMA, optimizer, device: torch.device) -> None:
+def _save(config: TrainConfig, step: int, model: HMANet, ema: ModelEMA, optimizer, rng: dict) -> None:
     """The deployable EMA model (``model.safetensors``, :func:`~gridattn.models.save_hmanet`) and the resumable
     checkpoint (``last.pt``: weights, EMA, optimiser, step, RNG states and the configuration)."""
     deployable = Path(config.output_dir) / STAGE_MODEL_FILE
     partial = deployable.with_name("partial-" + deployable.name)
     save_hmanet(ema.module, partial)
     os.replace(partial, deployable)
-    rng = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(device)
     _save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                   "optimizer": optimizer.state_dict(), "rng": rng, "config": config.to_dict()},
                  Path(config.output_dir) / TRAINER_CHECKPOINT_FILE)
@@ -282,7 +310,7 @@ def train(config: TrainConfig) -> dict:
     dataset = PairedDataset(config.data, config.model.scale, config.patch_size, config.model.pad_multiple,
                             length=config.iterations * config.batch_size, lr_folders=config.lr_data, seed=config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    step, ema = _resume_or_initialise(config, model, optimizer, device, procs.main)
+    step, ema = _resume_or_initialise(config, model, optimizer, device, procs)
     net = DistributedDataParallel(model) if procs.world > 1 else model
 
     end = config.iterations if config.max_steps is None else min(config.iterations, step + config.max_steps)
@@ -311,8 +339,10 @@ def train(config: TrainConfig) -> dict:
                 metrics["val_psnr"], metrics["val_ssim"] = scores.psnr, scores.ssim
                 row.update(metrics)
             log.row(row, last=step == end)
-        if procs.main and (step % config.checkpoint_every == 0 or step == end):
-            _save(config, step, model, ema, optimizer, device)
+        if step % config.checkpoint_every == 0 or step == end:
+            rng = _gathered_rng(device, procs)  # every process takes part
+            if procs.main:
+                _save(config, step, model, ema, optimizer, rng)
     log.close()
     if procs.world > 1:
         dist.barrier()
