@@ -186,8 +186,10 @@ def test_the_resume_check_fails_for_a_broken_resume(image_folder, tmp_path, monk
     train(dataclasses.replace(interrupted, max_steps=4))  # a clean stop after 4 of 8 steps
     if broken == "optimizer state skipped":
         monkeypatch.setattr(torch.optim.Adam, "load_state_dict", lambda self, state: None)
-    elif broken == "checkpoint ignored":
-        monkeypatch.setattr(trainer, "TRAINER_CHECKPOINT_FILE", "absent.pt")
+    elif broken == "checkpoint ignored":  # starts over (and ends with the same bits: weights alone cannot tell)
+        fresh = trainer._resume_or_initialise
+        monkeypatch.setattr(trainer, "_resume_or_initialise", lambda config, *args: fresh(
+            dataclasses.replace(config, output_dir=str(tmp_path / "nowhere")), *args))
     else:
         monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
     updates = _count_steps(monkeypatch)
@@ -227,8 +229,8 @@ register_optimizer_step_pre_hook(record)
 model = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2,),
                                          drop_path_rate=options.get("drop_path", 0.0))
 train(TrainConfig(output_dir=out, model=model, data=(data,), iterations=options.get("iterations", 3), batch_size=4,
-                  patch_size=16, grad_clip=0.05, ema_decay=0.5, checkpoint_every=1, log_every=1, progress=False,
-                  max_steps=options.get("max_steps")))
+                  patch_size=16, grad_clip=options.get("grad_clip", 0.05), ema_decay=0.5, checkpoint_every=1,
+                  log_every=1, progress=False, max_steps=options.get("max_steps")))
 rank = int(os.environ.get("RANK", "0"))
 torch.save(grads, os.path.join(out, f"grads-{rank}.pt"))
 """
