@@ -339,3 +339,23 @@ def test_output_to_a_file_gets_plain_lines_not_bar_refreshes(image_folder, tmp_p
         assert re.fullmatch(rf"step {step}/5 loss \d\.\d{{4}} lr \d\.\d\de-\d\d [\d.]+ steps/s ETA \d+m\d\ds",
                             line), line
     assert re.search(r"model \(EMA weights\) \S+model.safetensors", done.stdout)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch gridattn-pwned",))
+
+
+@pytest.mark.parametrize("where", ["resume", "init_from"])
+def test_the_trainer_refuses_checkpoints_that_would_run_code(image_folder, tmp_path, monkeypatch, where):
+    """A last.pt to resume from, or a checkpoint to start from, that unpickles into code: refused, never run."""
+    from gridattn.models import CheckpointError
+
+    monkeypatch.chdir(tmp_path)
+    hostile = tmp_path / "run" / "last.pt" if where == "resume" else tmp_path / "other" / "last.pt"
+    hostile.parent.mkdir()
+    torch.save({"step": 3, "model": _RunsCode(), "ema": {}, "config": {}}, hostile)
+    config = _config(tmp_path / "run", image_folder, init_from=str(hostile.parent) if where == "init_from" else None)
+    with pytest.raises(CheckpointError, match="cannot (resume from|read checkpoint)"):
+        train(config)
+    assert not (tmp_path / "gridattn-pwned").exists()

@@ -26,8 +26,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from .._errors import one_line
 from ..evaluation import evaluate
-from ..models.checkpoint import STAGE_MODEL_FILE, TRAINER_CHECKPOINT_FILE, load_hmanet, save_hmanet
+from ..models.checkpoint import (
+    STAGE_MODEL_FILE,
+    TRAINER_CHECKPOINT_FILE,
+    CheckpointError,
+    load_hmanet,
+    save_hmanet,
+)
 from ..models.hmanet import HMANet, HMANetConfig
 from .dataset import PairedDataset
 from .ema import ModelEMA
@@ -177,7 +184,11 @@ def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device:
                 print(f"initialised from {config.init_from}: {report}")
         _own_random_stream(config, procs.rank)
         return 0, ModelEMA(model, config.ema_decay)
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    try:  # weights_only: a pickle that would run code is refused, not executed
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot resume from {checkpoint_path}: {one_line(error, first=True)} (remove it to "
+                              "start the run over)") from error
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     rng, processes = state["rng"], state["rng"].get("processes")
