@@ -17,10 +17,10 @@ import torch
 
 from ._arguments import Parser, non_negative_int, positive_int
 from ._errors import InputError, one_line
-from .data import IMAGE_SUFFIXES, list_images, read_image, write_image
+from .data import IMAGE_SUFFIXES, benchmark_pairs, list_images, read_image, write_image
 from .evaluation import evaluate
 from .inference import upscale
-from .models import CheckpointError, load_hmanet
+from .models import load_hmanet
 
 CHECKPOINT_HELP = ("HMANet checkpoint: .safetensors / .pth, an official release, a trainer's last.pt, or a training "
                    "stage folder (its model.safetensors)")
@@ -39,7 +39,7 @@ def _device(name: str) -> torch.device:
 def _load_model(path: str, scale: int | None, device: torch.device):
     try:
         return load_hmanet(path, map_location=device, scale=scale)
-    except (CheckpointError, FileNotFoundError, ImportError) as error:
+    except ImportError as error:  # reading .safetensors without safetensors; checkpoint errors are input errors
         raise UserError(str(error)) from None
 
 
@@ -84,12 +84,9 @@ def _cmd_export_onnx(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train.launch import LaunchError, launch
+    from .train.launch import launch
 
-    try:
-        launch(args)
-    except LaunchError as error:
-        raise UserError(str(error)) from None
+    launch(args)  # its refusals are input errors
     return 0
 
 
@@ -103,9 +100,7 @@ def _cmd_info(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     device = _device(args.device)
-    if Path(args.hr).is_file():
-        raise UserError(f"--hr {args.hr} is a file: give the folder of HR images")
-    list_images(args.hr)  # folder errors before the model is loaded
+    benchmark_pairs(args.hr, args.scale, args.lr)  # folder errors before the model is loaded
     model = None if args.bicubic else _load_model(args.checkpoint, args.scale, device)
     result = evaluate(model, args.hr, args.scale, lr_folder=args.lr, tile=args.tile, tile_overlap=args.tile_overlap,
                       self_ensemble=args.self_ensemble)

@@ -45,7 +45,8 @@ def benchmark_pairs(
     """HR images of a folder, mod-cropped to ``scale``, with LR images made by MATLAB bicubic (or read from
     ``lr_folder``, matched by file name stem, and checked to be ``scale`` times smaller).
 
-    Alpha channels are dropped; grayscale images stay ``(H, W)``. Images are read lazily, one per step.
+    Alpha channels are dropped; grayscale images stay ``(H, W)``. The folders are checked when this is called
+    (before a model is loaded, say); the images are read lazily, one per step.
 
     Args:
         hr_folder: folder of HR images (not searched recursively).
@@ -58,11 +59,17 @@ def benchmark_pairs(
 
     Raises:
         FileNotFoundError: a folder or a matching LR image is missing.
-        ValueError: no images, an unreadable image, or an LR image of the wrong size.
+        InputError: ``hr_folder`` is a file, no images, an unreadable image, or an LR image of the wrong size.
     """
+    if Path(hr_folder).is_file():
+        raise InputError(f"{hr_folder} is a file: give the folder of HR images")
     hr_files = list_images(hr_folder)
     if lr_folder is not None and not Path(lr_folder).is_dir():
         raise FileNotFoundError(f"no such folder: {lr_folder}")
+    return _pairs(hr_files, scale, lr_folder)
+
+
+def _pairs(hr_files: list[Path], scale: int, lr_folder: str | os.PathLike | None) -> Iterator[BenchmarkPair]:
     for path in hr_files:
         hr = modcrop(_without_alpha(read_image(path)), scale)
         if lr_folder is None:
