@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +105,12 @@ class _Indices(Sampler[int]):
         return (self.end - self.start) * self.local
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill during the save leaves the previous checkpoint intact
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a file beside ``path`` (same suffix: the writers pick their format by it), then rename it
+    over ``path``: a kill during the write leaves the previous file intact."""
+    partial = path.with_name("partial-" + path.name)
+    write(partial)
+    os.replace(partial, path)
 
 
 def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
@@ -291,13 +294,11 @@ def _step(net: nn.Module, optimizer, lr_batch: torch.Tensor, hr_batch: torch.Ten
 def _save(config: TrainConfig, step: int, model: HMANet, ema: ModelEMA, optimizer, rng: dict) -> None:
     """The deployable EMA model (``model.safetensors``, :func:`~gridattn.models.save_hmanet`) and the resumable
     checkpoint (``last.pt``: weights, EMA, optimiser, step, RNG states and the configuration)."""
-    deployable = Path(config.output_dir) / STAGE_MODEL_FILE
-    partial = deployable.with_name("partial-" + deployable.name)
-    save_hmanet(ema.module, partial)
-    os.replace(partial, deployable)
-    _save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
-                  "optimizer": optimizer.state_dict(), "rng": rng, "config": config.to_dict()},
-                 Path(config.output_dir) / TRAINER_CHECKPOINT_FILE)
+    out = Path(config.output_dir)
+    _write_atomic(out / STAGE_MODEL_FILE, lambda path: save_hmanet(ema.module, path))
+    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": rng, "config": config.to_dict()}
+    _write_atomic(out / TRAINER_CHECKPOINT_FILE, lambda path: torch.save(state, path))
 
 
 def train(config: TrainConfig) -> dict:
