@@ -9,12 +9,14 @@ from ._version import __version__ as __version__
 from .functional import attention, available_backends, set_default_backend, use_backend
 from .layers import (
     ChannelAttention,
+    ContinuousPositionBias,
     ConvChannelAttention,
     DropPath,
     DynamicPositionBias,
     FusedConv,
     GridAttention,
     Mlp,
+    PositionBias,
     PostNorm,
     PreNorm,
     RelativePositionBias,
@@ -23,6 +25,7 @@ from .layers import (
 
 __all__ = [
     "ChannelAttention",
+    "ContinuousPositionBias",
     "ConvChannelAttention",
     "DropPath",
     "DynamicPositionBias",
@@ -30,6 +33,7 @@ __all__ = [
     "GridAttention",
     "InputError",
     "Mlp",
+    "PositionBias",
     "PostNorm",
     "PreNorm",
     "RelativePositionBias",

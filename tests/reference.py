@@ -63,27 +63,57 @@ def _groups(height, width, key):
     return groups
 
 
+def position_bias(pb, offsets: torch.Tensor) -> torch.Tensor:
+    """Any kind of position bias at integer offsets ``(..., 2)`` (query minus key) -> ``(..., heads)``, float64;
+    zeros for ``None`` (no bias). Each kind by its definition, not by the module's table code."""
+    from gridattn.layers.position import ContinuousPositionBias, DynamicPositionBias, RelativePositionBias
+
+    if pb is None:
+        return torch.zeros(*offsets.shape[:-1], 1, dtype=torch.float64)
+    if isinstance(pb, RelativePositionBias):
+        (h, w), table = pb.window_size, _f64(pb.relative_position_bias_table)
+        return table[(offsets[..., 0] + h - 1) * (2 * w - 1) + offsets[..., 1] + w - 1]
+    if isinstance(pb, DynamicPositionBias):
+        return dynamic_bias(pb, offsets)
+    assert isinstance(pb, ContinuousPositionBias), type(pb)
+    coords = offsets.to(torch.float32)  # log-spaced coordinates are defined in float32 (as timm computes them)
+    if pb.style == "maxvit":
+        coords = torch.sign(coords) * torch.log(1 + coords.abs())
+    else:
+        coords = coords / torch.tensor([n - 1 for n in pb.pretrained_window_size], dtype=torch.float32) * 8
+        coords = torch.sign(coords) * torch.log2(1 + coords.abs()) / 3
+    out = linear(torch.relu(linear(coords.to(torch.float64), pb.fc1)), pb.fc2)
+    return 16 * torch.sigmoid(out) if pb.style == "swinv2" else out
+
+
+def _head(bias: torch.Tensor, h: int) -> torch.Tensor:
+    """Head ``h`` of a ``(n, m, heads)`` bias; the zeros of "no bias" have one column for every head."""
+    return bias[..., h if bias.shape[-1] > 1 else 0]
+
+
+def _heads(feats: torch.Tensor, heads: int, d: int):
+    """Per head: (q, k, v) columns of a qkv row ``[q heads | k heads | v heads]``."""
+    width = heads * d
+    for h in range(heads):
+        yield h, tuple(feats[:, part * width + h * d:part * width + (h + 1) * d] for part in range(3))
+
+
 def window_attention(layer, x: torch.Tensor) -> torch.Tensor:
     """W-MSA / SW-MSA over windows clipped to the map; shifted windows start at ``shift - window``."""
     x = _f64(x)
     batch, height, width, _ = x.shape
-    (wh, ww), (sh, sw), heads, dim = layer.window_size, layer.shift, layer.num_heads, layer.dim
+    (wh, ww), (sh, sw), heads, d = layer.window_size, layer.shift, layer.num_heads, layer.head_dim
     qkv = linear(x, layer.qkv)
-    table = _f64(layer.relative_position_bias.relative_position_bias_table)
-    out = torch.zeros(batch, height, width, dim, dtype=torch.float64)
+    out = torch.zeros(batch, height, width, heads * d, dtype=torch.float64)
     groups = _groups(height, width, lambda y, x_: ((y - sh) // wh, (x_ - sw) // ww))
-    d = dim // heads
     for b in range(batch):
         for tokens in groups.values():
             ys = torch.tensor([t[0] for t in tokens])
             xs = torch.tensor([t[1] for t in tokens])
-            feats = qkv[b, ys, xs]  # (n, 3 * dim)
-            rel = (ys[:, None] - ys[None, :] + wh - 1) * (2 * ww - 1) + (xs[:, None] - xs[None, :] + ww - 1)
-            for h in range(heads):
-                q = feats[:, h * d:(h + 1) * d]
-                k = feats[:, dim + h * d:dim + (h + 1) * d]
-                v = feats[:, 2 * dim + h * d:2 * dim + (h + 1) * d]
-                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, table[rel, h])
+            offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
+            bias = position_bias(layer.relative_position_bias, offsets)  # (n, n, heads or 1)
+            for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
+                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h))
     return linear(out, layer.proj)
 
 
@@ -97,32 +127,34 @@ def dynamic_bias(pb, offsets: torch.Tensor) -> torch.Tensor:
 
 
 def grid_attention(layer, x: torch.Tensor) -> torch.Tensor:
-    """Grid-MSA: group (y mod K, x mod K), position (y // K, x // K); two-stage or one-stage."""
+    """Grid-MSA: group (y mod K, x mod K), position (y // K, x // K); two-stage or one-stage. ``K`` is the
+    layer's interval, or ``ceil(size / grid_size)``."""
     x = _f64(x)
     batch, height, width, _ = x.shape
-    (ih, iw), heads, dim = layer.interval, layer.num_heads, layer.dim
+    if layer.interval is not None:
+        ih, iw = layer.interval
+    else:
+        ih, iw = math.ceil(height / layer.grid_size[0]), math.ceil(width / layer.grid_size[1])
+    heads, d = layer.num_heads, layer.head_dim
     qkv = linear(x, layer.qkv)
     grid = linear(x, layer.grid_proj) if layer.two_stage else None
-    out = torch.zeros(batch, height, width, dim, dtype=torch.float64)
+    out = torch.zeros(batch, height, width, heads * d, dtype=torch.float64)
     groups = _groups(height, width, lambda y, x_: (y % ih, x_ % iw))
-    d = dim // heads
+    pbs = list(layer.position_biases) or [None, None]
     for b in range(batch):
         for tokens in groups.values():
             ys = torch.tensor([t[0] for t in tokens])
             xs = torch.tensor([t[1] for t in tokens])
             offsets = torch.stack([(ys[:, None] - ys[None, :]) // ih, (xs[:, None] - xs[None, :]) // iw], -1)
-            biases = [dynamic_bias(pb, offsets) for pb in layer.position_biases]  # (n, n, heads) each
-            feats = qkv[b, ys, xs]
-            for h in range(heads):
-                q = feats[:, h * d:(h + 1) * d]
-                k = feats[:, dim + h * d:dim + (h + 1) * d]
-                v = feats[:, 2 * dim + h * d:2 * dim + (h + 1) * d]
+            biases = [position_bias(pb, offsets) for pb in pbs]  # (n, n, heads or 1) each
+            for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
+                b0, b1 = _head(biases[0], h), _head(biases[-1], h)
                 if layer.two_stage:
                     g = grid[b, ys, xs, h * d:(h + 1) * d]
-                    summary = softmax_attention(g, k, v, biases[0][..., h])
-                    res = softmax_attention(q, g, summary, biases[1][..., h])
+                    summary = softmax_attention(g, k, v, b0)
+                    res = softmax_attention(q, g, summary, b1)
                 else:
-                    res = softmax_attention(q, k, v, biases[0][..., h])
+                    res = softmax_attention(q, k, v, b0)
                 out[b, ys, xs, h * d:(h + 1) * d] = res
     return out if isinstance(layer.proj, torch.nn.Identity) else linear(out, layer.proj)
 

@@ -13,7 +13,7 @@ from gridattn import DynamicPositionBias, RelativePositionBias
 @given(h=st.integers(1, 6), w=st.integers(1, 6), heads=st.integers(1, 4), seed=seeds)
 def test_relative_position_bias_is_the_table_at_the_true_offset(h, w, heads, seed):
     module = randomize_(RelativePositionBias((h, w), heads), seed)
-    bias = module()
+    bias = module((h, w))
     table = module.relative_position_bias_table
     assert bias.shape == (heads, h * w, h * w)
     tokens = [(y, x) for y in range(h) for x in range(w)]
@@ -61,8 +61,8 @@ def test_grid_attention_bias_width_is_the_official_dim_over_4_over_4_but_at_leas
 def test_bias_is_computed_once_per_size_in_eval_without_grad(monkeypatch):
     module = DynamicPositionBias(2, 4).eval()
     calls = []
-    original = module._compute
-    monkeypatch.setattr(module, "_compute", lambda size: calls.append(size) or original(size))
+    original = module._gather
+    monkeypatch.setattr(module, "_gather", lambda size: calls.append(size) or original(size))
     with torch.no_grad():
         first = module((3, 4))
         assert module((3, 4)) is first
@@ -86,14 +86,14 @@ def test_cache_follows_weight_changes():
     optimizer = torch.optim.SGD(table.parameters(), lr=1.0)
     table.eval()
     with torch.no_grad():
-        stale = table().clone()
+        stale = table(2).clone()
     table.train()
-    table().sum().backward()
+    table(2).sum().backward()
     optimizer.step()
     table.eval()
     with torch.no_grad():
-        assert not torch.equal(stale, table())
-        assert torch.equal(table(), table.relative_position_bias_table[reference_index(2)].permute(2, 0, 1))
+        assert not torch.equal(stale, table(2))
+        assert torch.equal(table(2), table.relative_position_bias_table[reference_index(2)].permute(2, 0, 1))
 
 
 def reference_index(size):

@@ -50,6 +50,16 @@ def check_positive(value: int, name: str) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def head_width(dim: int, num_heads: int, head_dim: int | None) -> int:
+    """Per-head width: ``head_dim`` when given (any positive int), else ``dim / num_heads`` (must divide)."""
+    if head_dim is None:
+        return check_heads(dim, num_heads)
+    check_positive(dim, "dim")
+    check_positive(num_heads, "num_heads")
+    check_positive(head_dim, "head_dim")
+    return head_dim
+
+
 def check_heads(dim: int, num_heads: int, name: str = "dim") -> int:
     """Validate ``dim`` / ``num_heads`` and return the per-head width."""
     check_positive(dim, name)

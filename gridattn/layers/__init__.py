@@ -4,18 +4,20 @@ from .channel_attention import ChannelAttention, ConvChannelAttention
 from .fused_conv import FusedConv
 from .grid_attention import GridAttention
 from .mlp import Mlp
-from .position import DynamicPositionBias, RelativePositionBias
+from .position import ContinuousPositionBias, DynamicPositionBias, PositionBias, RelativePositionBias
 from .residual import DropPath, PostNorm, PreNorm
 from .window_attention import WindowAttention
 
 __all__ = [
     "ChannelAttention",
+    "ContinuousPositionBias",
     "ConvChannelAttention",
     "DropPath",
     "DynamicPositionBias",
     "FusedConv",
     "GridAttention",
     "Mlp",
+    "PositionBias",
     "PostNorm",
     "PreNorm",
     "RelativePositionBias",

@@ -6,20 +6,20 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..functional._checks import check_feature_map, check_heads, check_positive, check_probability, check_shift, to_pair
+from ..functional._checks import check_feature_map, check_positive, check_probability, check_shift, head_width, to_pair
 from ..functional.backends import attention, check_backend
 from ..functional.blocked import MAX_SCORES, block_length, blocked_attention
 from ..functional.masks import window_attention_mask
 from ..functional.padding import pad_to_multiple, unpad
 from ..functional.partition import window_partition, window_reverse
-from .position import RelativePositionBias
+from .position import PositionBiasKind, make_position_bias
 
 
 def masked_window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    position_bias: torch.Tensor,
+    position_bias: torch.Tensor | None,
     mask: torch.Tensor | None,
     *,
     max_scores: int = MAX_SCORES,
@@ -36,7 +36,7 @@ def masked_window_attention(
         q: queries ``(B, windows, heads, N, d)``, ``N`` tokens per window.
         k: keys, same shape.
         v: values ``(B, windows, heads, N, d_v)``.
-        position_bias: ``(heads, N, N)``, shared by all windows.
+        position_bias: ``(heads, N, N)``, shared by all windows, or ``None``.
         mask: ``(windows, N, N)`` (e.g. :func:`~gridattn.functional.window_attention_mask`) or ``None``.
         max_scores: at most this many bias entries are built at once.
         dropout_p: dropout on the attention weights.
@@ -47,13 +47,16 @@ def masked_window_attention(
     """
     if mask is None:
         return attention(q, k, v, position_bias, dropout_p=dropout_p, backend=backend)
+    if position_bias is None:
+        return attention(q, k, v, mask[:, None], dropout_p=dropout_p, backend=backend)
     return blocked_attention(q, k, v, lambda start, stop: position_bias + mask[start:stop, None], axis="groups",
                              block=block_length(max_scores, position_bias.numel()), dropout_p=dropout_p,
                              backend=backend)
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside non-overlapping windows, with Swin's relative-position bias.
+    """Multi-head self-attention inside non-overlapping windows, with a relative-position bias (Swin's learned
+    table by default).
 
     ``shift=0`` is W-MSA; ``shift=window_size // 2`` is SW-MSA: the map is rolled by ``-shift`` before the
     partition and back afterwards, and a mask keeps tokens that were not neighbours apart. Any height and
@@ -62,12 +65,17 @@ class WindowAttention(nn.Module):
     windows clipped to the map.
 
     Args:
-        dim: attention (and output) channels; split into ``num_heads`` heads.
-        num_heads: number of heads; must divide ``dim``.
+        dim: output channels (and, by default, input and attention channels).
+        num_heads: number of heads; must divide ``dim`` unless ``head_dim`` is given.
         window_size: window height and width (int or pair).
         shift: cyclic shift, ``0 <= shift < window_size`` (int or pair).
         in_dim: input channels, default ``dim``.
+        head_dim: channels per head, default ``dim // num_heads``; the attention is ``num_heads * head_dim``
+            wide (``qkv``: ``in_dim -> 3 * num_heads * head_dim``, ``proj``: ``num_heads * head_dim -> dim``).
         qkv_bias: bias in the query/key/value projection.
+        position_bias: ``"table"`` (Swin's learned table, default), ``"dynamic"``, ``"continuous"`` or
+            ``"none"``; see :func:`~gridattn.layers.position.make_position_bias`.
+        bias_hidden_dim: width of an MLP bias (defaults in :func:`~gridattn.layers.position.make_position_bias`).
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after the output projection.
         mask_value: added to the scores of masked token pairs. ``-inf`` (default) masks exactly; Swin and
@@ -79,9 +87,13 @@ class WindowAttention(nn.Module):
     Shapes:
         input ``(B, H, W, in_dim)`` -> output ``(B, H, W, dim)``.
 
+    Attributes:
+        relative_position_bias: the :class:`~gridattn.layers.position.PositionBias` (``None`` for ``"none"``).
+
     Raises:
-        ValueError: ``dim`` not divisible by ``num_heads``, window < 1, ``max_scores`` < 1, shift outside
-            ``[0, window)``, an input that is not 4-D or has the wrong number of channels.
+        ValueError: ``dim`` not divisible by ``num_heads`` (without ``head_dim``), window < 1, ``max_scores`` < 1,
+            shift outside ``[0, window)``, an unknown ``position_bias``, an input that is not 4-D or has the
+            wrong number of channels.
 
     Examples:
         >>> import torch
@@ -101,7 +113,10 @@ class WindowAttention(nn.Module):
         shift: int | tuple[int, int] = 0,
         *,
         in_dim: int | None = None,
+        head_dim: int | None = None,
         qkv_bias: bool = True,
+        position_bias: PositionBiasKind = "table",
+        bias_hidden_dim: int | None = None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         mask_value: float = float("-inf"),
@@ -109,10 +124,11 @@ class WindowAttention(nn.Module):
         max_scores: int = MAX_SCORES,
     ) -> None:
         super().__init__()
-        check_heads(dim, num_heads)
+        self.head_dim = head_width(dim, num_heads, head_dim)
         check_positive(max_scores, "max_scores")
         self.max_scores = max_scores
         self.dim, self.num_heads = dim, num_heads
+        width = num_heads * self.head_dim
         self.in_dim = dim if in_dim is None else in_dim
         check_positive(self.in_dim, "in_dim")
         self.window_size = to_pair(window_size, "window_size")
@@ -120,9 +136,12 @@ class WindowAttention(nn.Module):
         check_probability(attn_drop, "attn_drop")
         check_backend(backend)
         self.attn_drop, self.backend, self.mask_value = attn_drop, backend, mask_value
-        self.qkv = nn.Linear(self.in_dim, 3 * dim, bias=qkv_bias)
-        self.relative_position_bias = RelativePositionBias(self.window_size, num_heads)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(self.in_dim, 3 * width, bias=qkv_bias)
+        self.relative_position_bias = make_position_bias(
+            position_bias, num_heads=num_heads, attention_dim=width, window_size=self.window_size,
+            hidden_dim=bias_hidden_dim,
+        )
+        self.proj = nn.Linear(width, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,9 +159,10 @@ class WindowAttention(nn.Module):
             three=3,
             heads=self.num_heads,
         )
-        bias = self.relative_position_bias()  # (heads, N, N)
+        bias = None if self.relative_position_bias is None else self.relative_position_bias(self.window_size)
         mask = window_attention_mask(
-            height, width, self.window_size, shift, device=bias.device, dtype=bias.dtype, masked_value=self.mask_value
+            height, width, self.window_size, shift, device=q.device, dtype=q.dtype if bias is None else bias.dtype,
+            masked_value=self.mask_value,
         )  # (windows, N, N) or None
         out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores,
                                       dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
