@@ -3,7 +3,7 @@
 import importlib.util
 
 # gridattn.integrations.spandrel imports spandrel, which imports a torchvision that must match torch: its
-# examples and tests run in .ci/spandrel's venv.
+# examples and tests run in .ci/torchvision's venv.
 collect_ignore = []
 try:
     if importlib.util.find_spec("spandrel") is None:

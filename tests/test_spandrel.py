@@ -1,7 +1,7 @@
 """gridattn's HMANet in spandrel (gridattn.integrations.spandrel), tested through the real spandrel package.
 
 spandrel imports torchvision, which must match the installed torch; the default test environment has neither,
-so this module is skipped there. ``.ci/spandrel`` builds the environment (.venv-spandrel) and runs it.
+so this module is skipped there. ``.ci/torchvision`` builds the environment (.venv-torchvision) and runs it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import torch
 try:
     spandrel = pytest.importorskip(
         "spandrel",
-        reason="spandrel is not installed: run .ci/spandrel (its own venv, torch with a matching torchvision)",
+        reason="spandrel is not installed: run .ci/torchvision (its own venv, torch with a matching torchvision)",
     )
 # installed, but its torchvision does not fit this torch ("operator torchvision::nms does not exist")
 except Exception as error:  # noqa: BLE001
-    pytest.skip(f"spandrel does not import here ({type(error).__name__}: {error}); run .ci/spandrel",
+    pytest.skip(f"spandrel does not import here ({type(error).__name__}: {error}); run .ci/torchvision",
                 allow_module_level=True)
 
 from hypothesis import given
