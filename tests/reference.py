@@ -63,9 +63,12 @@ def _groups(height, width, key):
     return groups
 
 
-def position_bias(pb, offsets: torch.Tensor) -> torch.Tensor:
+def position_bias(pb, offsets: torch.Tensor, group_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Any kind of position bias at integer offsets ``(..., 2)`` (query minus key) -> ``(..., heads)``, float64;
-    zeros for ``None`` (no bias). Each kind by its definition, not by the module's table code."""
+    zeros for ``None`` (no bias). Each kind by its definition, not by the module's table code.
+
+    ``group_size`` (the window's or group's nominal size) is read only by a Swin V2 bias without a
+    ``pretrained_window_size``, whose offsets are then normalised by the group's own size."""
     from gridattn.layers.position import ContinuousPositionBias, DynamicPositionBias, RelativePositionBias
 
     if pb is None:
@@ -80,7 +83,10 @@ def position_bias(pb, offsets: torch.Tensor) -> torch.Tensor:
     if pb.style == "maxvit":
         coords = torch.sign(coords) * torch.log(1 + coords.abs())
     else:
-        coords = coords / torch.tensor([n - 1 for n in pb.pretrained_window_size], dtype=torch.float32) * 8
+        size = pb.pretrained_window_size if pb.pretrained_window_size is not None else group_size
+        assert size is not None, "a Swin V2 bias without pretrained_window_size needs the group size"
+        # (n - 1) scales offsets up to the window into [-8, 8]; an axis of one position divides by 1, not 0
+        coords = coords / torch.tensor([max(n - 1, 1) for n in size], dtype=torch.float32) * 8
         coords = torch.sign(coords) * torch.log2(1 + coords.abs()) / 3
     out = linear(torch.relu(linear(coords.to(torch.float64), pb.fc1)), pb.fc2)
     return 16 * torch.sigmoid(out) if pb.style == "swinv2" else out
@@ -111,7 +117,7 @@ def window_attention(layer, x: torch.Tensor) -> torch.Tensor:
             ys = torch.tensor([t[0] for t in tokens])
             xs = torch.tensor([t[1] for t in tokens])
             offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
-            bias = position_bias(layer.relative_position_bias, offsets)  # (n, n, heads or 1)
+            bias = position_bias(layer.relative_position_bias, offsets, (wh, ww))  # (n, n, heads or 1)
             for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
                 out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h))
     return linear(out, layer.proj)
@@ -140,13 +146,14 @@ def grid_attention(layer, x: torch.Tensor) -> torch.Tensor:
     grid = linear(x, layer.grid_proj) if layer.two_stage else None
     out = torch.zeros(batch, height, width, heads * d, dtype=torch.float64)
     groups = _groups(height, width, lambda y, x_: (y % ih, x_ % iw))
+    group_size = (math.ceil(height / ih), math.ceil(width / iw))  # the largest group (rows, columns)
     pbs = list(layer.position_biases) or [None, None]
     for b in range(batch):
         for tokens in groups.values():
             ys = torch.tensor([t[0] for t in tokens])
             xs = torch.tensor([t[1] for t in tokens])
             offsets = torch.stack([(ys[:, None] - ys[None, :]) // ih, (xs[:, None] - xs[None, :]) // iw], -1)
-            biases = [position_bias(pb, offsets) for pb in pbs]  # (n, n, heads or 1) each
+            biases = [position_bias(pb, offsets, group_size) for pb in pbs]  # (n, n, heads or 1) each
             for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
                 b0, b1 = _head(biases[0], h), _head(biases[-1], h)
                 if layer.two_stage:

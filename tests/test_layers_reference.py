@@ -232,3 +232,164 @@ def test_drop_path_follows_its_definition(p):
     out.sum().backward()  # the gradient is the same mask and scale
     torch.testing.assert_close(x.grad, kept[:, None, None].double().expand_as(x) / (1 - p), rtol=0, atol=0)
     assert torch.equal(layer.eval()(x), x) and torch.equal(DropPath(0.0).train()(x), x)
+
+
+# Every position-bias kind, an attention width (num_heads * head_dim) other than dim, an input width other than
+# dim, and MaxViT's fixed grid (grid_size=G: interval ceil(H / G) per map).
+BIAS_KINDS = ["table", "dynamic", "continuous", "none"]
+
+
+@st.composite
+def _widths(draw):
+    """(dim, in_dim, heads, head_dim) with head_dim != dim // heads (dim need not be a multiple of heads)."""
+    heads, head_dim = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    dim = draw(st.integers(1, 10).filter(lambda d: d // heads != head_dim))
+    return dim, draw(st.integers(1, 10)), heads, head_dim
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("kind", BIAS_KINDS)
+@given(widths=_widths(), window=st.one_of(st.integers(1, 6), st.tuples(st.integers(1, 6), st.integers(1, 6))),
+       hidden=st.one_of(st.none(), st.integers(1, 6)), max_scores=st.sampled_from([2**24, 1, 100]), seed=seeds,
+       data=st.data())
+def test_window_attention_every_bias_and_head_dim_matches_reference(widths, window, hidden, max_scores, seed, data,
+                                                                     kind, backend):
+    dim, in_dim, heads, head_dim = widths
+    pair = (window, window) if isinstance(window, int) else window
+    shift = data.draw(st.tuples(st.integers(0, pair[0] - 1), st.integers(0, pair[1] - 1)))
+    layer = WindowAttention(dim, heads, window, shift, in_dim=in_dim, head_dim=head_dim, position_bias=kind,
+                            bias_hidden_dim=hidden, backend=backend, max_scores=max_scores)
+    layer = randomize_(layer, seed).double()
+    assert layer.qkv.out_features == 3 * heads * head_dim and layer.proj.in_features == heads * head_dim
+    x = random_map(*data.draw(feature_maps(in_dim, max_size=12)), dtype=torch.float64)
+    out = layer(x)
+    assert out.shape == (*x.shape[:3], dim)
+    torch.testing.assert_close(out, reference.window_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@st.composite
+def _grids(draw, kind):
+    """interval= or grid_size= (int or pair); "table" needs grid_size."""
+    size = st.one_of(st.integers(1, 5), st.tuples(st.integers(1, 5), st.integers(1, 5)))
+    if kind == "table" or draw(st.booleans()):
+        return dict(grid_size=draw(size))
+    return dict(interval=draw(size))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("two_stage", [True, False])
+@pytest.mark.parametrize("kind", BIAS_KINDS)
+@given(widths=_widths(), hidden=st.one_of(st.none(), st.integers(1, 6)),
+       max_scores=st.sampled_from([2**24, 1, 7, 60]), seed=seeds, data=st.data())
+def test_grid_attention_every_bias_and_grid_matches_reference(widths, hidden, max_scores, seed, data, kind,
+                                                              two_stage, backend):
+    """Maps of any size against interval= or grid_size=: multiples of G, not multiples (padding), smaller than G;
+    small max_scores force blocks of queries (with the padding mask alone for "none")."""
+    dim, in_dim, heads, head_dim = widths
+    grid = data.draw(_grids(kind))
+    layer = GridAttention(dim, heads, **grid, in_dim=in_dim, head_dim=head_dim, two_stage=two_stage,
+                          position_bias=kind, bias_hidden_dim=hidden, backend=backend, max_scores=max_scores)
+    layer = randomize_(layer, seed).double()
+    x = random_map(*data.draw(feature_maps(in_dim, max_size=13)), dtype=torch.float64)
+    out = layer(x)
+    assert out.shape == (*x.shape[:3], dim)
+    torch.testing.assert_close(out, reference.grid_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+# grid_size 4: maps that are multiples, one past a multiple (interval 3, groups 3x3 with padding), smaller than G
+# (interval 1), 4x13 (interval 1 x 4) and 9x9 / 13x5 (interval 3 x 2 / 4 x 2: groups smaller than G).
+GRID_SIZE_CORNERS = [(1, 1), (3, 2), (4, 4), (8, 12), (4, 13), (9, 9), (13, 5)]
+
+
+@pytest.mark.parametrize("size", GRID_SIZE_CORNERS)
+@pytest.mark.parametrize("two_stage", [True, False])
+@pytest.mark.parametrize("kind", BIAS_KINDS)
+def test_grid_attention_grid_size_corner_cases(size, two_stage, kind):
+    layer = GridAttention(5, 2, grid_size=4, head_dim=3, in_dim=7, two_stage=two_stage, position_bias=kind,
+                          bias_hidden_dim=6, max_scores=7)
+    layer = randomize_(layer, 8).double()
+    x = random_map(9, 2, *size, 7, dtype=torch.float64)
+    expected = reference.grid_attention(layer, x)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-9, atol=1e-9)
+    with torch.no_grad():  # eval: biases cached per group size
+        layer.eval()
+        for _ in range(2):
+            torch.testing.assert_close(layer(x), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("pretrained", [None, 5])
+def test_layers_with_a_swin_v2_bias_match_reference(pretrained):
+    """A Swin V2 continuous bias put in place of the default: normalised by its pretrained window, or by the
+    window / nominal group size (grid: ceil(H / interval)) when it has none."""
+    from gridattn import ContinuousPositionBias
+
+    swin_v2 = lambda: ContinuousPositionBias(2, 6, style="swinv2", pretrained_window_size=pretrained)  # noqa: E731
+    window = WindowAttention(6, 2, (4, 3), (2, 1), max_scores=40)
+    window.relative_position_bias = swin_v2()
+    window = randomize_(window, 1).double()
+    x = random_map(2, 2, 9, 7, 6, dtype=torch.float64)
+    torch.testing.assert_close(window(x), reference.window_attention(window, x), rtol=1e-9, atol=1e-9)
+    for max_scores in (2**24, 7):
+        grid = GridAttention(6, 2, interval=(3, 2), max_scores=max_scores)
+        grid.position_biases = torch.nn.ModuleList([swin_v2(), swin_v2()])
+        grid = randomize_(grid, 3).double()
+        torch.testing.assert_close(grid(x), reference.grid_attention(grid, x), rtol=1e-9, atol=1e-9)
+
+
+def _maxvit_grid_attention(layer: GridAttention, x: torch.Tensor) -> torch.Tensor:
+    """One-stage grid attention as timm's MaxViT writes it, for maps that are multiples of the grid: the
+    ``grid_partition`` / ``grid_reverse`` reshapes, a learned table indexed by explicit coordinates, plain
+    softmax attention per group."""
+    batch, height, width, _ = x.shape
+    (gh, gw), heads, d = layer.grid_size, layer.num_heads, layer.head_dim
+    qkv = layer.qkv(x)
+    channels = qkv.shape[-1]
+    groups = (qkv.view(batch, gh, height // gh, gw, width // gw, channels).permute(0, 2, 4, 1, 3, 5)
+              .reshape(-1, gh * gw, channels))  # timm grid_partition, tokens of a group in raster order
+    q, k, v = groups.reshape(-1, gh * gw, 3, heads, d).permute(2, 0, 3, 1, 4)  # (groups, heads, N, d) each
+    table = layer.position_biases[0].relative_position_bias_table
+    coords = torch.stack(torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    bias = table[(rel[0] + gh - 1) * (2 * gw - 1) + rel[1] + gw - 1].permute(2, 0, 1)  # (heads, N, N)
+    attn = (q @ k.transpose(-2, -1) * d**-0.5 + bias).softmax(-1)
+    out = (attn @ v).transpose(1, 2).reshape(-1, gh, gw, heads * d)
+    out = (out.view(batch, height // gh, width // gw, gh, gw, heads * d).permute(0, 3, 1, 4, 2, 5)
+           .reshape(batch, height, width, heads * d))  # timm grid_reverse
+    return layer.proj(out)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(seed=seeds, batch=st.integers(1, 2), grid=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       multiple=st.tuples(st.integers(1, 3), st.integers(1, 3)), heads=st.integers(1, 3),
+       head_dim=st.integers(1, 4), dim=st.integers(1, 8), max_scores=st.sampled_from([2**24, 5]))
+def test_grid_size_groups_like_timm_maxvit_grid_partition(seed, batch, grid, multiple, heads, head_dim, dim,
+                                                          max_scores, backend):
+    layer = GridAttention(dim, heads, grid_size=grid, head_dim=head_dim, two_stage=False, position_bias="table",
+                          backend=backend, max_scores=max_scores)
+    layer = randomize_(layer, seed).double()
+    x = random_map(seed, batch, grid[0] * multiple[0], grid[1] * multiple[1], dim, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), _maxvit_grid_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "table"])
+@given(seed=seeds, data=st.data(), grid=st.integers(1, 4), two_stage=st.booleans(), max_scores=st.integers(1, 400))
+def test_grid_attention_biases_in_blocks_have_the_same_gradients(seed, data, grid, two_stage, max_scores, kind):
+    """The blocked path gathers the bias per block from ``table(group_size)`` (the centre of a learned table for
+    smaller groups, an MLP over log-spaced offsets): outputs and gradients equal the whole-bias path."""
+    def make(bound):
+        layer = GridAttention(7, 2, grid_size=grid, head_dim=3, two_stage=two_stage, position_bias=kind,
+                              bias_hidden_dim=5, max_scores=bound)
+        return randomize_(layer, seed).double().train()
+
+    whole, blocks = make(2**24), make(max_scores)
+    x = random_map(*data.draw(feature_maps(7, max_size=11)), dtype=torch.float64)
+    grad_out = torch.randn(*x.shape[:3], 7, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(blocks(x2), whole(x1), rtol=1e-10, atol=1e-10)
+    whole(x1).backward(grad_out)
+    blocks(x2).backward(grad_out)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-9, atol=1e-10)
+    for (name, a), b in zip(whole.named_parameters(), blocks.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-10, msg=name)

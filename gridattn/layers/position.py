@@ -158,7 +158,8 @@ def log_spaced_offsets(
 
     * ``normalize_by=None`` (MaxViT ``rmlp``): ``sign(d) * ln(1 + |d|)`` of the raw offset ``d``.
     * ``normalize_by=(H, W)`` (Swin V2): ``d`` is scaled to ``8 * d / (H - 1)`` (``W`` for columns), then
-      ``sign * log2(1 + |.|) / 3``, so offsets up to the window of size ``(H, W)`` fall in ``[-1, 1]``.
+      ``sign * log2(1 + |.|) / 3``, so offsets up to the window of size ``(H, W)`` fall in
+      ``[-log2(9) / 3, log2(9) / 3]`` (about ``[-1.06, 1.06]``).
 
     Always float32 (then cast by the caller), as timm computes them, so float64 copies of a model agree.
     """
