@@ -46,6 +46,9 @@ from torch import nn
 from ..layers import ContinuousPositionBias, GridAttention, WindowAttention
 from ..layers.position import PositionBias
 
+__all__ = ["BiasLayout", "ConversionError", "ParallelAttention", "PreNormBlock", "TimmLayout", "convert",
+           "to_timm_state_dict"]
+
 BiasLayout = Literal["table", "table_tf", "mlp", "none"]
 
 

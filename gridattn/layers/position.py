@@ -7,7 +7,7 @@ Every bias is a :class:`PositionBias`: ``bias(group_size)`` is the additive bias
 relative offset, ``((2h-1)(2w-1), num_heads)`` with rows as :func:`~gridattn.functional.relative_offsets`, from
 which large groups gather their bias a block of queries at a time. In eval mode with gradients disabled
 ``bias(group_size)`` depends only on the weights and the size, so it is computed once per size and reused
-while the weights stay the same (see :class:`~gridattn.layers._eval_cache.CachedInEval`).
+while the weights stay the same.
 
 The attention layers pick one by name (``position_bias="table" | "dynamic" | "continuous" | "none"``) through
 :func:`make_position_bias`.
@@ -25,8 +25,13 @@ from ..functional._checks import check_positive, check_probability, to_pair
 from ..functional.position import relative_offsets, relative_position_index
 from ._eval_cache import CachedInEval
 
+__all__ = ["POSITION_BIAS_KINDS", "ContinuousPositionBias", "DynamicPositionBias", "PositionBias", "PositionBiasKind",
+           "RelativePositionBias", "log_spaced_offsets", "make_position_bias"]
+
 PositionBiasKind = Literal["table", "dynamic", "continuous", "none"]
+"""The names of the position-bias kinds the attention layers accept (``position_bias=``)."""
 POSITION_BIAS_KINDS: tuple[str, ...] = ("table", "dynamic", "continuous", "none")
+"""The same names, as a tuple (for checks and choices)."""
 
 
 class PositionBias(CachedInEval):
