@@ -46,9 +46,9 @@ def post_norm(layer, x: torch.Tensor, fn) -> torch.Tensor:
     return _f64(x) + layer_norm(fn(layer.fn, x), layer.norm)
 
 
-def softmax_attention(q, k, v, bias):
-    """One head: q (n, d), k (m, d), v (m, e), bias (n, m)."""
-    scores = q @ k.T / math.sqrt(q.shape[-1]) + bias
+def softmax_attention(q, k, v, bias, scale=None):
+    """One head: q (n, d), k (m, d), v (m, e), bias (n, m); ``scale`` defaults to ``1 / sqrt(d)``."""
+    scores = q @ k.T * (1 / math.sqrt(q.shape[-1]) if scale is None else scale) + bias
     scores = scores - scores.max(dim=-1, keepdim=True).values
     weights = torch.exp(scores)
     return (weights / weights.sum(dim=-1, keepdim=True)) @ v
@@ -110,6 +110,8 @@ def window_attention(layer, x: torch.Tensor) -> torch.Tensor:
     batch, height, width, _ = x.shape
     (wh, ww), (sh, sw), heads, d = layer.window_size, layer.shift, layer.num_heads, layer.head_dim
     qkv = linear(x, layer.qkv)
+    if layer.q_bias is not None:  # Swin V2: query and value biases, none for the key
+        qkv = qkv + torch.cat([_f64(layer.q_bias), torch.zeros(heads * d, dtype=torch.float64), _f64(layer.v_bias)])
     out = torch.zeros(batch, height, width, heads * d, dtype=torch.float64)
     groups = _groups(height, width, lambda y, x_: ((y - sh) // wh, (x_ - sw) // ww))
     for b in range(batch):
@@ -119,7 +121,12 @@ def window_attention(layer, x: torch.Tensor) -> torch.Tensor:
             offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
             bias = position_bias(layer.relative_position_bias, offsets, (wh, ww))  # (n, n, heads or 1)
             for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
-                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h))
+                scale = None
+                if layer.logit_scale is not None:  # Swin V2: cosine similarity times exp(min(logit_scale, ln 100))
+                    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                    k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                    scale = torch.exp(torch.clamp(_f64(layer.logit_scale[h, 0, 0]), max=math.log(100)))
+                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h), scale)
     return linear(out, layer.proj)
 
 

@@ -267,6 +267,29 @@ def test_window_attention_every_bias_and_head_dim_matches_reference(widths, wind
     torch.testing.assert_close(out, reference.window_attention(layer, x), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(widths=_widths(), window=st.integers(1, 6), key_bias=st.booleans(), qkv_bias=st.booleans(),
+       max_scores=st.sampled_from([2**24, 1, 100]), seed=seeds, data=st.data())
+def test_swin_v2_window_attention_matches_reference(widths, window, key_bias, qkv_bias, max_scores, seed, data,
+                                                    backend):
+    """Swin V2: cosine attention with a capped learned temperature (some drawn above the cap), query and value
+    biases without a key bias, the Swin V2 position MLP."""
+    from gridattn import ContinuousPositionBias
+
+    dim, in_dim, heads, head_dim = widths
+    shift = data.draw(st.integers(0, window - 1))
+    layer = WindowAttention(dim, heads, window, shift, in_dim=in_dim, head_dim=head_dim, qkv_bias=qkv_bias,
+                            key_bias=key_bias, cosine=True, position_bias="none", backend=backend,
+                            max_scores=max_scores)
+    layer.relative_position_bias = ContinuousPositionBias(heads, 8, style="swinv2",
+                                                          pretrained_window_size=data.draw(st.integers(2, 9)))
+    layer = randomize_(layer, seed, std=2.0).double()  # std 2: some exp(logit_scale) beyond the cap of 100
+    assert (layer.q_bias is not None) == (qkv_bias and not key_bias)
+    assert (layer.qkv.bias is not None) == (qkv_bias and key_bias)
+    x = random_map(*data.draw(feature_maps(in_dim, max_size=12)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.window_attention(layer, x), rtol=1e-9, atol=1e-9)
+
+
 @st.composite
 def _grids(draw, kind):
     """interval= or grid_size= (int or pair); "table" needs grid_size."""

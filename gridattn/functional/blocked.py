@@ -32,6 +32,7 @@ def blocked_attention(
     *,
     axis: Literal["groups", "queries"],
     block: int,
+    scale: float | None = None,
     dropout_p: float = 0.0,
     backend: str | None = None,
 ) -> torch.Tensor:
@@ -47,6 +48,7 @@ def blocked_attention(
         axis: ``"groups"`` cuts windows / grid groups (axis 1 of ``q``, ``k``, ``v``); ``"queries"`` cuts the
             queries (axis -2 of ``q``), every block seeing all keys.
         block: items per block (:func:`block_length`); ``block >=`` the axis length runs one call.
+        scale: multiplies ``q kᵀ``; default ``d ** -0.5``.
         dropout_p: dropout on the attention weights.
         backend: attention backend, ``None`` for the default.
 
@@ -71,7 +73,7 @@ def blocked_attention(
             parts = q[:, start:stop], k[:, start:stop], v[:, start:stop]
         else:
             parts = q[..., start:stop, :], k, v
-        outputs.append(attention(*parts, bias(start, stop), dropout_p=dropout_p, backend=backend))
+        outputs.append(attention(*parts, bias(start, stop), scale=scale, dropout_p=dropout_p, backend=backend))
     if len(outputs) == 1:
         return outputs[0]
     return torch.cat(outputs, dim=1 if axis == "groups" else -2)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -23,6 +26,7 @@ def masked_window_attention(
     mask: torch.Tensor | None,
     *,
     max_scores: int = MAX_SCORES,
+    scale: float | None = None,
     dropout_p: float = 0.0,
     backend: str | None = None,
 ) -> torch.Tensor:
@@ -39,6 +43,7 @@ def masked_window_attention(
         position_bias: ``(heads, N, N)``, shared by all windows, or ``None``.
         mask: ``(windows, N, N)`` (e.g. :func:`~gridattn.functional.window_attention_mask`) or ``None``.
         max_scores: at most this many bias entries are built at once.
+        scale: multiplies ``q kᵀ``; default ``d ** -0.5``.
         dropout_p: dropout on the attention weights.
         backend: attention backend, ``None`` for the default.
 
@@ -46,12 +51,12 @@ def masked_window_attention(
         ``(B, windows, heads, N, d_v)``.
     """
     if mask is None:
-        return attention(q, k, v, position_bias, dropout_p=dropout_p, backend=backend)
+        return attention(q, k, v, position_bias, scale=scale, dropout_p=dropout_p, backend=backend)
     if position_bias is None:
-        return attention(q, k, v, mask[:, None], dropout_p=dropout_p, backend=backend)
+        return attention(q, k, v, mask[:, None], scale=scale, dropout_p=dropout_p, backend=backend)
     return blocked_attention(q, k, v, lambda start, stop: position_bias + mask[start:stop, None], axis="groups",
-                             block=block_length(max_scores, position_bias.numel()), dropout_p=dropout_p,
-                             backend=backend)
+                             block=block_length(max_scores, position_bias.numel()), scale=scale,
+                             dropout_p=dropout_p, backend=backend)
 
 
 class WindowAttention(nn.Module):
@@ -73,6 +78,10 @@ class WindowAttention(nn.Module):
         head_dim: channels per head, default ``dim // num_heads``; the attention is ``num_heads * head_dim``
             wide (``qkv``: ``in_dim -> 3 * num_heads * head_dim``, ``proj``: ``num_heads * head_dim -> dim``).
         qkv_bias: bias in the query/key/value projection.
+        key_bias: with ``qkv_bias``, ``False`` fixes the key's part of the bias at zero and keeps the query's and
+            the value's as ``q_bias`` and ``v_bias`` (Swin V2).
+        cosine: Swin V2's scaled cosine attention: scores ``cos(q, k) · exp(min(logit_scale, ln 100))`` with a
+            learned ``logit_scale`` per head (init ``ln 10``) instead of ``q kᵀ / √d``.
         position_bias: ``"table"`` (Swin's learned table, default), ``"dynamic"``, ``"continuous"`` or
             ``"none"``; see :func:`~gridattn.layers.position.make_position_bias`.
         bias_hidden_dim: width of an MLP bias (defaults in :func:`~gridattn.layers.position.make_position_bias`).
@@ -115,6 +124,8 @@ class WindowAttention(nn.Module):
         in_dim: int | None = None,
         head_dim: int | None = None,
         qkv_bias: bool = True,
+        key_bias: bool = True,
+        cosine: bool = False,
         position_bias: PositionBiasKind = "table",
         bias_hidden_dim: int | None = None,
         attn_drop: float = 0.0,
@@ -136,7 +147,12 @@ class WindowAttention(nn.Module):
         check_probability(attn_drop, "attn_drop")
         check_backend(backend)
         self.attn_drop, self.backend, self.mask_value = attn_drop, backend, mask_value
-        self.qkv = nn.Linear(self.in_dim, 3 * width, bias=qkv_bias)
+        self.qkv = nn.Linear(self.in_dim, 3 * width, bias=qkv_bias and key_bias)
+        # Swin V2: learned query and value biases, the key's fixed at zero (it matters under cosine attention)
+        self.q_bias = nn.Parameter(torch.zeros(width)) if qkv_bias and not key_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(width)) if qkv_bias and not key_bias else None
+        # Swin V2: per-head temperature of the cosine similarity, exp(logit_scale) capped at 100, init 10
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0))) if cosine else None
         self.relative_position_bias = make_position_bias(
             position_bias, num_heads=num_heads, attention_dim=width, window_size=self.window_size,
             hidden_dim=bias_hidden_dim,
@@ -148,7 +164,7 @@ class WindowAttention(nn.Module):
         check_feature_map(x, self.in_dim, weight=self.qkv.weight)
         batch, height, width, _ = x.shape
         shift = self.shift
-        qkv = pad_to_multiple(self.qkv(x), self.window_size)
+        qkv = pad_to_multiple(self._project(x), self.window_size)
         padded_h, padded_w = qkv.shape[1:3]
         if any(shift):
             qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
@@ -159,12 +175,16 @@ class WindowAttention(nn.Module):
             three=3,
             heads=self.num_heads,
         )
+        scale = None
+        if self.logit_scale is not None:  # cosine similarity times the temperature, not q·k / sqrt(d)
+            q = F.normalize(q, dim=-1) * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+            k, scale = F.normalize(k, dim=-1), 1.0
         bias = None if self.relative_position_bias is None else self.relative_position_bias(self.window_size)
         mask = window_attention_mask(
             height, width, self.window_size, shift, device=q.device, dtype=q.dtype if bias is None else bias.dtype,
             masked_value=self.mask_value,
         )  # (windows, N, N) or None
-        out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores,
+        out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores, scale=scale,
                                       dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
         out = rearrange(out, "b n heads (wh ww) d -> (b n) wh ww (heads d)", wh=self.window_size[0])
         out = window_reverse(out, self.window_size, padded_h, padded_w)
@@ -172,5 +192,14 @@ class WindowAttention(nn.Module):
             out = torch.roll(out, shifts=shift, dims=(1, 2))
         return self.proj_drop(self.proj(unpad(out, height, width)))
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_dim)`` -> ``(..., 3 * num_heads * head_dim)``: ``[q | k | v]``."""
+        if self.q_bias is None:
+            return self.qkv(x)
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        return F.linear(x, self.qkv.weight, bias)
+
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, shift={self.shift}"
+        cosine = ", cosine=True" if self.logit_scale is not None else ""
+        return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
+                f"shift={self.shift}{cosine}")
