@@ -28,6 +28,7 @@ import timm_reference  # noqa: E402
 from gridattn.integrations.timm import convert  # noqa: E402
 
 MODELS = {"swin_tiny_patch4_window7_224": [(224, 224), (256, 256), (320, 200)],
+          "swinv2_tiny_window8_256": [(256, 256), (224, 224), (320, 200)],
           "maxvit_tiny_tf_224": [(224, 224), (256, 256), (320, 192)]}
 
 

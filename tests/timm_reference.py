@@ -14,7 +14,7 @@ import types
 
 import torch
 import torch.nn.functional as F
-from timm.models import maxxvit, swin_transformer
+from timm.models import maxxvit, swin_transformer, swin_transformer_v2
 
 
 def _pad(x: torch.Tensor, multiple: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,20 +78,25 @@ def swin_attention(self, x: torch.Tensor) -> torch.Tensor:
         padded = torch.roll(padded, (-shift[0], -shift[1]), (1, 2))
         valid = torch.roll(valid, (-shift[0], -shift[1]), (1, 2))
     area = window[0] * window[1]
-    windows = swin_transformer.window_partition(padded, window).view(-1, area, channels)
-    mask = _key_mask(swin_transformer.window_partition(valid, window).view(-1, area))  # (windows, 1, N)
+    v2 = isinstance(self, swin_transformer_v2.SwinTransformerV2Block)
+    partition = swin_transformer_v2.window_partition if v2 else swin_transformer.window_partition
+    windows = partition(padded, window).view(-1, area, channels)
+    mask = _key_mask(partition(valid, window).view(-1, area))  # (windows, 1, N)
     mask = mask.expand(-1, area, -1) if region is None else mask + region
     out = self.attn(windows, mask=mask).view(-1, *window, channels)
-    out = swin_transformer.window_reverse(out, window, *padded.shape[1:3])
+    if v2:  # the same operation as V1's, with the size as one argument
+        out = swin_transformer_v2.window_reverse(out, window, padded.shape[1:3])
+    else:
+        out = swin_transformer.window_reverse(out, window, *padded.shape[1:3])
     if any(shift):
         out = torch.roll(out, shift, (1, 2))
     return out[:, :height, :width]
 
 
 def masked(model: torch.nn.Module) -> torch.nn.Module:
-    """Patch every Swin V1 / MaxViT attention block of a timm model (in place) to mask its padding."""
+    """Patch every Swin (V1, V2) / MaxViT attention block of a timm model (in place) to mask its padding."""
     for module in model.modules():
-        if isinstance(module, swin_transformer.SwinTransformerBlock):
+        if isinstance(module, (swin_transformer.SwinTransformerBlock, swin_transformer_v2.SwinTransformerV2Block)):
             module._attn = types.MethodType(swin_attention, module)
         elif isinstance(module, maxxvit.PartitionAttentionCl):
             module._partition_attn = types.MethodType(_maxvit_partition_attn, module)

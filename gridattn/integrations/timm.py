@@ -10,11 +10,13 @@
     model(torch.randn(1, 3, 256, 320))      # a size timm refuses: partitions padded, the padding masked
     state = to_timm_state_dict(model)       # timm's keys and layouts again: loads into a fresh timm model
 
-What :func:`convert` replaces (each by a :class:`PreNormBlock` that keeps the block's own norms, MLP, layer
+What :func:`convert` replaces (each by a :class:`TransformerBlock` that keeps the block's own norms, MLP, layer
 scales and drop paths, so their state-dict keys do not change):
 
 * Swin V1 ``SwinTransformerBlock`` -> :class:`~gridattn.WindowAttention` with the block's effective window and
   shift (timm clips the window and drops the shift where a stage is not larger than the window).
+* Swin V2 ``SwinTransformerV2Block`` -> the same, with cosine attention, query / value biases and the Swin V2
+  position MLP (:class:`~gridattn.ContinuousPositionBias`, ``style="swinv2"``), in a post-norm block.
 * MaxViT / MaxxViT ``PartitionAttentionCl`` -> :class:`~gridattn.WindowAttention` (block partition) or
   :class:`~gridattn.GridAttention` with ``grid_size`` (grid partition, one-stage).
 * MaxxViT ``ParallelPartitionAttention`` -> both, concatenated (:class:`ParallelAttention`).
@@ -31,8 +33,9 @@ padding out of attention; timm's MaxViT refuses such sizes, and timm's Swin roll
 see zero padding (and, with a shift, padding wrapped from the far edge) unmasked. The Swin patch stem is set
 to pad images to a multiple of the patch (timm's ``dynamic_img_pad``).
 
-Not converted (:class:`ConversionError`): Swin V2 (cosine attention), NCHW partition attention
-(``PartitionAttention2d``, which no registered timm model uses), projections without bias, prefix tokens.
+Not converted (:class:`ConversionError`): NCHW partition attention (``PartitionAttention2d``, which no registered
+timm model uses), projections without bias, prefix tokens; and ``swin_transformer_v2_cr`` (timm's own Swin V2
+variant) and other architectures, which have no block :func:`convert` knows.
 """
 
 from __future__ import annotations
@@ -46,10 +49,10 @@ from torch import nn
 from ..layers import ContinuousPositionBias, GridAttention, WindowAttention
 from ..layers.position import PositionBias
 
-__all__ = ["BiasLayout", "ConversionError", "ParallelAttention", "PreNormBlock", "TimmLayout", "convert",
+__all__ = ["BiasLayout", "ConversionError", "ParallelAttention", "TransformerBlock", "TimmLayout", "convert",
            "to_timm_state_dict"]
 
-BiasLayout = Literal["table", "table_tf", "mlp", "none"]
+BiasLayout = Literal["table", "table_tf", "mlp", "cpb", "none"]
 
 
 class ConversionError(ValueError):
@@ -63,7 +66,7 @@ class TimmLayout:
     Attributes:
         head_first: qkv rows ordered per head (``[q k v]`` of each head in turn: timm's ``rw`` models).
         bias: ``"table"`` (rows by query minus key, as gridattn), ``"table_tf"`` (``(heads, 2h-1, 2w-1)`` by key
-            minus query), ``"mlp"`` (timm's ``RelPosMlp``) or ``"none"``.
+            minus query), ``"mlp"`` (timm's ``RelPosMlp``), ``"cpb"`` (Swin V2's ``cpb_mlp``) or ``"none"``.
         bias_prefix: where timm keeps the bias inside the attention: ``""`` (Swin) or ``"rel_pos."`` (MaxViT).
     """
 
@@ -84,11 +87,14 @@ class ParallelAttention(nn.Module):
         return torch.cat([self.attn_block(x), self.attn_grid(x)], dim=-1)
 
 
-class PreNormBlock(nn.Module):
-    """``x + drop_path1(ls1(attn(norm1(x))))`` then ``x + drop_path2(ls2(mlp(norm2(x))))`` on ``(B, H, W, C)``.
+class TransformerBlock(nn.Module):
+    """A timm transformer block with its attention swapped for a gridattn layer, on ``(B, H, W, C)``.
 
-    The transformer block of Swin V1 and MaxViT with the attention swapped for a gridattn layer; the other
-    parts are the timm block's own modules, under the same names. ``layout`` records how to give the
+    Pre-norm (Swin V1, MaxViT): ``x + drop_path1(ls1(attn(norm1(x))))`` then
+    ``x + drop_path2(ls2(mlp(norm2(x))))``. Post-norm (``post_norm=True``, Swin V2):
+    ``x + drop_path1(norm1(attn(x)))`` then ``x + drop_path2(norm2(mlp(x)))``.
+
+    The other parts are the timm block's own modules, under the same names. ``layout`` records how to give the
     attention's weights back to timm (:func:`to_timm_state_dict`).
     """
 
@@ -100,6 +106,7 @@ class PreNormBlock(nn.Module):
         norm2: nn.Module,
         mlp: nn.Module,
         layout: TimmLayout,
+        post_norm: bool = False,
         ls1: nn.Module | None = None,
         ls2: nn.Module | None = None,
         drop_path1: nn.Module | None = None,
@@ -109,9 +116,12 @@ class PreNormBlock(nn.Module):
         self.norm1, self.attn, self.norm2, self.mlp = norm1, attn, norm2, mlp
         self.ls1, self.ls2 = ls1 or nn.Identity(), ls2 or nn.Identity()
         self.drop_path1, self.drop_path2 = drop_path1 or nn.Identity(), drop_path2 or nn.Identity()
-        self.layout = layout
+        self.layout, self.post_norm = layout, post_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.drop_path1(self.ls1(self.norm1(self.attn(x))))
+            return x + self.drop_path2(self.ls2(self.norm2(self.mlp(x))))
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
@@ -140,6 +150,19 @@ def _table_to_tf(table: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     return table.T.reshape(-1, 2 * h - 1, 2 * w - 1).flip(1, 2).contiguous()
 
 
+# timm's names of the two Linear layers of an MLP bias -> ContinuousPositionBias's
+_MLP_NAMES = {"mlp": {"mlp.fc1.": "fc1.", "mlp.fc2.": "fc2."}, "cpb": {"cpb_mlp.0.": "fc1.", "cpb_mlp.2.": "fc2."}}
+# weights that both sides name alike (Swin V2's temperature and query / value biases)
+_SAME_NAMES = ("qkv.", "proj.", "logit_scale", "q_bias", "v_bias")
+
+
+def _rename(name: str, renames: dict[str, str]) -> str:
+    for old, new in renames.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
 def _bias_key(layer: nn.Module) -> str:
     return "relative_position_bias." if isinstance(layer, WindowAttention) else "position_biases.0."
 
@@ -150,15 +173,11 @@ def _state_from_timm(timm_state: dict, layer: nn.Module, layout: TimmLayout) -> 
     for key, value in timm_state.items():
         if key.startswith("qkv."):
             state[key] = _qkv_from_timm(value, heads, layout)
-        elif key.startswith("proj."):
+        elif key.startswith(_SAME_NAMES):
             state[key] = value
         elif key.startswith(layout.bias_prefix) and layout.bias != "none":
-            name = key[len(layout.bias_prefix):]
-            if layout.bias == "table_tf":
-                value = _table_from_tf(value)
-            elif layout.bias == "mlp":
-                name = name.removeprefix("mlp.")
-            state[_bias_key(layer) + name] = value
+            name = _rename(key[len(layout.bias_prefix):], _MLP_NAMES.get(layout.bias, {}))
+            state[_bias_key(layer) + name] = _table_from_tf(value) if layout.bias == "table_tf" else value
         else:
             raise ConversionError(f"timm attention weight {key!r} has no place in {type(layer).__name__}")
     return state
@@ -170,15 +189,14 @@ def _state_to_timm(state: dict, layer: nn.Module, layout: TimmLayout) -> dict:
     for key, value in state.items():
         if key.startswith("qkv."):
             timm_state[key] = _qkv_to_timm(value, heads, layout)
-        elif key.startswith("proj."):
+        elif key.startswith(_SAME_NAMES):
             timm_state[key] = value
         else:
-            name = key.removeprefix(bias_key)
+            back = {new: old for old, new in _MLP_NAMES.get(layout.bias, {}).items()}
+            name = _rename(key.removeprefix(bias_key), back)
             if layout.bias == "table_tf":
                 window = layer.window_size if isinstance(layer, WindowAttention) else layer.grid_size
                 value = _table_to_tf(value, window)
-            elif layout.bias == "mlp":
-                name = "mlp." + name
             timm_state[layout.bias_prefix + name] = value
     return timm_state
 
@@ -263,14 +281,33 @@ def _swin_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLayout
     return _with_weights(layer, attn, layout, RelativePositionBias(tuple(block.window_size), attn.num_heads)), layout
 
 
-def _converted_block(module: nn.Module, where: str) -> PreNormBlock | None:
+def _swin_v2_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLayout]:
+    attn = block.attn
+    _check_projections(attn, where)
+    window = tuple(block.window_size)
+    layer = WindowAttention(
+        attn.proj.out_features, attn.num_heads, window, tuple(block.shift_size), in_dim=attn.qkv.in_features,
+        head_dim=attn.qkv.out_features // 3 // attn.num_heads, qkv_bias=attn.q_bias is not None, key_bias=False,
+        cosine=True, position_bias="none", attn_drop=attn.attn_drop.p, proj_drop=attn.proj_drop.p,
+    )
+    pretrained = tuple(attn.pretrained_window_size)
+    bias = ContinuousPositionBias(attn.num_heads, attn.cpb_mlp[0].out_features, style="swinv2",
+                                  pretrained_window_size=pretrained if pretrained[0] > 0 else window)
+    layout = TimmLayout(head_first=False, bias="cpb", bias_prefix="")
+    return _with_weights(layer, attn, layout, bias), layout
+
+
+def _converted_block(module: nn.Module, where: str) -> TransformerBlock | None:
     """The replacement of one timm block, or ``None`` when ``module`` is not one."""
     from timm.models import maxxvit, swin_transformer, swin_transformer_v2
 
-    if isinstance(module, swin_transformer_v2.SwinTransformerV2Block):
-        raise ConversionError(f"{where}: Swin V2 blocks (cosine attention) are not supported")
     if isinstance(module, maxxvit.PartitionAttention2d):
         raise ConversionError(f"{where}: NCHW partition attention (use_nchw_attn) is not supported")
+    if isinstance(module, swin_transformer_v2.SwinTransformerV2Block):  # post-norm
+        attn, layout = _swin_v2_attention(module, where)
+        return TransformerBlock(norm1=module.norm1, attn=attn, norm2=module.norm2, mlp=module.mlp, layout=layout,
+                            drop_path1=module.drop_path1, drop_path2=module.drop_path2,
+                            post_norm=True).train(module.training)
     if isinstance(module, swin_transformer.SwinTransformerBlock):
         attn, layout = _swin_attention(module, where)
         scales = {}
@@ -286,13 +323,13 @@ def _converted_block(module: nn.Module, where: str) -> PreNormBlock | None:
         scales = dict(ls1=module.ls1, ls2=module.ls2)
     else:
         return None
-    return PreNormBlock(norm1=module.norm1, attn=attn, norm2=module.norm2, mlp=module.mlp, layout=layout,
+    return TransformerBlock(norm1=module.norm1, attn=attn, norm2=module.norm2, mlp=module.mlp, layout=layout,
                         drop_path1=module.drop_path1, drop_path2=module.drop_path2, **scales).train(module.training)
 
 
 def convert(model: nn.Module) -> nn.Module:
-    """Replace every window / grid attention block of a timm Swin V1, MaxViT or MaxxViT model by gridattn layers
-    carrying the same weights; in place, and returned.
+    """Replace every window / grid attention block of a timm Swin (V1, V2), MaxViT or MaxxViT model by gridattn
+    layers carrying the same weights; in place, and returned.
 
     The converted model runs at any input size (see the module's description) and equals timm's output where
     timm is correct. Its other modules, and their state-dict keys, are untouched.
@@ -310,14 +347,15 @@ def convert(model: nn.Module) -> nn.Module:
         setattr(model.get_submodule(parent_name), child, block)
         replaced += 1
     if replaced == 0:
-        raise ConversionError(f"{type(model).__name__} has no Swin V1 or MaxViT / MaxxViT attention block to convert")
+        raise ConversionError(f"{type(model).__name__} has no Swin (V1, V2) or MaxViT / MaxxViT attention block to "
+                              "convert")
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None and hasattr(patch_embed, "strict_img_size"):  # Swin: any size, padded to the patch
         patch_embed.strict_img_size, patch_embed.dynamic_img_pad = False, True
     return model
 
 
-def _timm_block_state(block: PreNormBlock) -> dict:
+def _timm_block_state(block: TransformerBlock) -> dict:
     """The attention weights of a converted block under timm's keys, relative to the block."""
     attn, layout = block.attn, block.layout
     if isinstance(attn, ParallelAttention):
@@ -334,7 +372,7 @@ def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     ``timm.create_model(name).load_state_dict(to_timm_state_dict(model))`` loads it strictly."""
     state = model.state_dict()
     for name, module in model.named_modules():
-        if not isinstance(module, PreNormBlock):
+        if not isinstance(module, TransformerBlock):
             continue
         prefix = f"{name}." if name else ""
         for key in [k for k in state if k.startswith(prefix + "attn.")]:
