@@ -10,13 +10,17 @@ divided by their largest magnitude, in float32 and float64:
 * ``timm vs masked``: how far timm's own output is from that, where timm runs at all;
 * ``f32 rounding``: the converted float32 model against the float64 reference: the float32 differences above are
   of this size (deep random models amplify rounding), not differences of method.
+
+Then the forward time of both at the size timm was built for (median, float32, batch 1, interleaved runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import timm
@@ -56,11 +60,45 @@ def features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor | str:
             return f"refused ({str(error).splitlines()[0][:50]})"
 
 
+def speed_table(repeats: int) -> None:
+    """Forward time of timm and of the converted model at the size timm was built for (float32, batch 1)."""
+    print("| model | input | timm ms | converted ms | converted / timm |")
+    print("|---|---|---|---|---|")
+    for name, sizes in MODELS.items():
+        timm_model = perturbed(name, torch.float32)
+        converted = convert(copy.deepcopy(timm_model))
+        x = torch.randn(1, 3, *sizes[0], generator=torch.Generator().manual_seed(1))
+        times = {}
+        with torch.no_grad():
+            for label, model in (("timm", timm_model), ("converted", converted)) * 2:  # interleaved, twice
+                model(x)  # warm-up (and the converted model's bias cache)
+                runs = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    model(x)
+                    runs.append(time.perf_counter() - start)
+                times.setdefault(label, []).extend(runs)
+        ms = {label: 1000 * statistics.median(runs) for label, runs in times.items()}
+        print(f"| {name} | {sizes[0][0]}x{sizes[0][1]} | {ms['timm']:.1f} | {ms['converted']:.1f} | "
+              f"{ms['converted'] / ms['timm']:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    torch.set_num_threads(parser.parse_args().threads)
-    print(f"timm {timm.__version__}, torch {torch.__version__}, CPU\n")
+    parser.add_argument("--tables", nargs="+", choices=["accuracy", "speed"], default=["accuracy", "speed"])
+    parser.add_argument("--repeats", type=int, default=5, help="timed forwards per model and round (speed)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"timm {timm.__version__}, torch {torch.__version__}, CPU, {args.threads} threads\n")
+    if "accuracy" in args.tables:
+        accuracy_table()
+    if "speed" in args.tables:
+        print()
+        speed_table(args.repeats)
+
+
+def accuracy_table() -> None:
     print("| model | input | converted vs timm, f32 / f64 | converted vs masked, f32 / f64 | timm vs masked, f64 "
           "| f32 rounding: converted f32 vs masked f64 |")
     print("|---|---|---|---|---|---|")
