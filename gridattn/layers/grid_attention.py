@@ -13,8 +13,7 @@ from ..functional.blocked import MAX_SCORES, block_length, blocked_attention
 from ..functional.masks import grid_attention_mask, grid_padding_labels, label_mask
 from ..functional.padding import pad_to_multiple, padded_size, unpad
 from ..functional.partition import grid_partition, grid_reverse
-from ..functional.position import relative_position_rows
-from .position import PositionBias, PositionBiasKind, make_position_bias
+from .position import PositionBias, PositionBiasKind, bias_rows, make_position_bias
 
 
 class GridAttention(nn.Module):
@@ -202,8 +201,7 @@ class GridAttention(nn.Module):
         def block_bias(start: int, stop: int) -> torch.Tensor:  # (heads, queries, N) and/or (groups, 1, queries, N)
             bias = None
             if table is not None:
-                rows = relative_position_rows(group_size, start, stop, table.device)
-                bias = table[rows].permute(2, 0, 1).contiguous()
+                bias = bias_rows(table, group_size, start, stop)
             if labels is not None:
                 mask = label_mask(labels[:, start:stop], labels, query.dtype if bias is None else bias.dtype)[:, None]
                 bias = mask if bias is None else bias + mask

@@ -5,9 +5,9 @@ Swin V2).
 Every bias is a :class:`PositionBias`: ``bias(group_size)`` is the additive bias ``(num_heads, N, N)`` for the
 ``N = h * w`` tokens of a window or group in raster order, and ``bias.table(group_size)`` is the bias of each
 relative offset, ``((2h-1)(2w-1), num_heads)`` with rows as :func:`~gridattn.functional.relative_offsets`, from
-which large groups gather their bias a block of queries at a time. In eval mode with gradients disabled
-``bias(group_size)`` depends only on the weights and the size, so it is computed once per size and reused
-while the weights stay the same.
+which large groups gather their bias a block of queries at a time (:func:`bias_rows`). In eval mode with
+gradients disabled ``bias(group_size)`` depends only on the weights and the size, so it is computed once per size
+and reused while the weights stay the same.
 
 The attention layers pick one by name (``position_bias="table" | "dynamic" | "continuous" | "none"``) through
 :func:`make_position_bias`.
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from ..functional._checks import check_positive, check_probability, to_pair
-from ..functional.position import relative_offsets, relative_position_index
+from ..functional.position import relative_offsets, relative_position_index, relative_position_rows
 from ._eval_cache import CachedInEval
 
 __all__ = ["POSITION_BIAS_KINDS", "ContinuousPositionBias", "DynamicPositionBias", "PositionBias", "PositionBiasKind",
-           "RelativePositionBias", "log_spaced_offsets", "make_position_bias"]
+           "RelativePositionBias", "bias_rows", "log_spaced_offsets", "make_position_bias"]
 
 PositionBiasKind = Literal["table", "dynamic", "continuous", "none"]
 """The names of the position-bias kinds the attention layers accept (``position_bias=``)."""
@@ -57,6 +57,23 @@ class PositionBias(CachedInEval):
         table = self.table(size)
         index = relative_position_index(size, table.device)
         return table[index].permute(2, 0, 1).contiguous()  # (heads, N, N); fused kernels want contiguous rows
+
+
+def bias_rows(table: torch.Tensor, group_size: int | tuple[int, int], start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` (queries) of ``bias(group_size)`` from its ``table``: ``(heads, stop - start, N)``.
+
+    The memory-bounded form of every :class:`PositionBias`: a group of thousands of tokens gets its bias a block
+    of queries at a time instead of as one ``(heads, N, N)`` tensor.
+
+    Examples:
+        >>> import torch
+        >>> from gridattn.layers.position import DynamicPositionBias, bias_rows
+        >>> bias = DynamicPositionBias(num_heads=2, hidden_dim=4)
+        >>> torch.equal(bias_rows(bias.table((5, 6)), (5, 6), 7, 12), bias((5, 6))[:, 7:12])
+        True
+    """
+    rows = relative_position_rows(group_size, start, stop, table.device)
+    return table[rows].permute(2, 0, 1).contiguous()
 
 
 class RelativePositionBias(PositionBias):
