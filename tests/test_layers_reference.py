@@ -290,6 +290,18 @@ def test_swin_v2_window_attention_matches_reference(widths, window, key_bias, qk
     torch.testing.assert_close(layer(x), reference.window_attention(layer, x), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("key_bias", [True, False])
+def test_cosine_window_attention_under_bfloat16_autocast(key_bias):
+    """The float32 temperature must not promote bfloat16 queries under autocast (q, k, v must share a dtype)."""
+    layer = randomize_(WindowAttention(16, 2, 4, 2, cosine=True, key_bias=key_bias), 0, std=0.3)
+    x = random_map(1, 2, 9, 7, 16)
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+
+
 @st.composite
 def _grids(draw, kind):
     """interval= or grid_size= (int or pair); "table" needs grid_size."""

@@ -312,3 +312,10 @@ def test_default_state_dict_keys_are_unchanged():
     assert list(one_stage.state_dict()) == [
         "qkv.weight", "qkv.bias", "position_biases.0.relative_position_bias_table", "proj.weight", "proj.bias"]
     assert one_stage.position_biases[0].relative_position_bias_table.shape == (13 * 13, 2)
+
+
+def test_a_pretrained_window_is_refused_where_it_would_be_ignored():
+    from gridattn import ContinuousPositionBias
+
+    with pytest.raises(ValueError, match="style='maxvit' does not use it"):
+        ContinuousPositionBias(2, 8, style="maxvit", pretrained_window_size=7)

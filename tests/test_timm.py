@@ -199,3 +199,56 @@ def test_what_cannot_be_converted_is_named():
     for name in ("resnet10t", "swinv2_cr_tiny_ns_224"):  # not a family convert knows (timm's own Swin V2 "cr")
         with pytest.raises(ConversionError, match="no Swin"):
             convert(timm.create_model(name, pretrained=False))
+
+
+def test_conversion_is_all_or_nothing_and_takes_a_model():
+    model = make("maxvit_nano_rw_256")
+    blocks = [m for m in model.modules() if type(m).__name__ == "PartitionAttentionCl"]
+    blocks[-1].attn.proj.bias = None  # the last block cannot be converted
+    with pytest.raises(ConversionError, match="without bias"):
+        convert(model)
+    assert not any(isinstance(m, TransformerBlock) for m in model.modules())
+    with pytest.raises(ConversionError, match="is a block itself"):
+        convert(blocks[0])
+
+
+def test_dropout_probabilities_carry_over():
+    swin = convert(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, embed_dim=32,
+                                     depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), attn_drop_rate=0.1,
+                                     proj_drop_rate=0.2))
+    maxvit = convert(timm.create_model("maxvit_rmlp_pico_rw_256", pretrained=False, depths=(1, 1, 1, 1),
+                                       transformer_attn_drop=0.1, transformer_proj_drop=0.2))
+    layers = [m for model in (swin, maxvit) for m in model.modules() if isinstance(m, (WindowAttention, GridAttention))]
+    assert layers and all((m.attn_drop, m.proj_drop.p) == (0.1, 0.2) for m in layers)
+    mlp_biases = [m.position_biases[0] if isinstance(m, GridAttention) else m.relative_position_bias
+                  for m in layers if m in set(maxvit.modules())]
+    assert mlp_biases and all(b.drop.p == 0.125 for b in mlp_biases)  # timm's RelPosMlp dropout
+
+
+def test_swin_v2_mask_value_of_timm_is_reproduced_at_capped_temperatures():
+    """timm adds -100 between shifted-window regions; with cosine scores near 100 that is not a full mask (a key
+    of another region outweighs allowed keys whose cosine is about 1 lower). ``mask_value=-100.0`` reproduces
+    timm whatever the scores; the default masks exactly (on random weights the two agree to 1e-15, as the allowed
+    keys are rarely that far below)."""
+    model = make("swinv2_tiny_window8_256")
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "logit_scale"):
+                module.logit_scale.fill_(5.0)  # exp(5) > 100: at the cap
+    x = image(MODELS["swinv2_tiny_window8_256"][1], torch.float64, batch=1)
+    with torch.no_grad():
+        expected = model.forward_features(x)
+        soft = convert(copy.deepcopy(model), mask_value=-100.0)
+        assert all(m.mask_value == -100.0 for m in soft.modules() if isinstance(m, WindowAttention))
+        assert relative_error(soft.forward_features(x), expected) <= 1e-10
+
+
+def test_converted_swin_v2_runs_under_bfloat16_autocast():
+    model = make("swinv2_tiny_window8_256", torch.float32)
+    x = image(MODELS["swinv2_tiny_window8_256"][1], torch.float32, batch=1)
+    with torch.no_grad():
+        expected = model.forward_features(x)
+        convert(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.forward_features(x)
+    assert relative_error(out.float(), expected) < 0.05

@@ -266,14 +266,14 @@ def _maxvit_attention(
     return _with_weights(layer, attn, layout, bias), layout
 
 
-def _swin_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLayout]:
+def _swin_attention(block: nn.Module, where: str, mask_value: float) -> tuple[nn.Module, TimmLayout]:
     attn = block.attn
     _check_projections(attn, where)
     width = attn.qkv.out_features // 3
     layer = WindowAttention(
         attn.proj.out_features, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
         in_dim=attn.qkv.in_features, head_dim=width // attn.num_heads, qkv_bias=attn.qkv.bias is not None,
-        position_bias="none", attn_drop=attn.attn_drop.p, proj_drop=attn.proj_drop.p,
+        position_bias="none", attn_drop=attn.attn_drop.p, proj_drop=attn.proj_drop.p, mask_value=mask_value,
     )
     layout = TimmLayout(head_first=False, bias="table", bias_prefix="")
     from ..layers import RelativePositionBias
@@ -281,7 +281,7 @@ def _swin_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLayout
     return _with_weights(layer, attn, layout, RelativePositionBias(tuple(block.window_size), attn.num_heads)), layout
 
 
-def _swin_v2_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLayout]:
+def _swin_v2_attention(block: nn.Module, where: str, mask_value: float) -> tuple[nn.Module, TimmLayout]:
     attn = block.attn
     _check_projections(attn, where)
     window = tuple(block.window_size)
@@ -289,6 +289,7 @@ def _swin_v2_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLay
         attn.proj.out_features, attn.num_heads, window, tuple(block.shift_size), in_dim=attn.qkv.in_features,
         head_dim=attn.qkv.out_features // 3 // attn.num_heads, qkv_bias=attn.q_bias is not None, key_bias=False,
         cosine=True, position_bias="none", attn_drop=attn.attn_drop.p, proj_drop=attn.proj_drop.p,
+        mask_value=mask_value,
     )
     pretrained = tuple(attn.pretrained_window_size)
     bias = ContinuousPositionBias(attn.num_heads, attn.cpb_mlp[0].out_features, style="swinv2",
@@ -297,19 +298,19 @@ def _swin_v2_attention(block: nn.Module, where: str) -> tuple[nn.Module, TimmLay
     return _with_weights(layer, attn, layout, bias), layout
 
 
-def _converted_block(module: nn.Module, where: str) -> TransformerBlock | None:
+def _converted_block(module: nn.Module, where: str, mask_value: float = float("-inf")) -> TransformerBlock | None:
     """The replacement of one timm block, or ``None`` when ``module`` is not one."""
     from timm.models import maxxvit, swin_transformer, swin_transformer_v2
 
     if isinstance(module, maxxvit.PartitionAttention2d):
         raise ConversionError(f"{where}: NCHW partition attention (use_nchw_attn) is not supported")
     if isinstance(module, swin_transformer_v2.SwinTransformerV2Block):  # post-norm
-        attn, layout = _swin_v2_attention(module, where)
+        attn, layout = _swin_v2_attention(module, where, mask_value)
         return TransformerBlock(norm1=module.norm1, attn=attn, norm2=module.norm2, mlp=module.mlp, layout=layout,
                             drop_path1=module.drop_path1, drop_path2=module.drop_path2,
                             post_norm=True).train(module.training)
     if isinstance(module, swin_transformer.SwinTransformerBlock):
-        attn, layout = _swin_attention(module, where)
+        attn, layout = _swin_attention(module, where, mask_value)
         scales = {}
     elif isinstance(module, maxxvit.PartitionAttentionCl):
         kind = "block" if module.partition_block else "grid"
@@ -327,28 +328,39 @@ def _converted_block(module: nn.Module, where: str) -> TransformerBlock | None:
                         drop_path1=module.drop_path1, drop_path2=module.drop_path2, **scales).train(module.training)
 
 
-def convert(model: nn.Module) -> nn.Module:
+def convert(model: nn.Module, *, mask_value: float = float("-inf")) -> nn.Module:
     """Replace every window / grid attention block of a timm Swin (V1, V2), MaxViT or MaxxViT model by gridattn
     layers carrying the same weights; in place, and returned.
 
     The converted model runs at any input size (see the module's description) and equals timm's output where
-    timm is correct. Its other modules, and their state-dict keys, are untouched.
+    timm is correct. Its other modules, and their state-dict keys, are untouched. Either every block is
+    converted or, on an error, none.
+
+    Args:
+        model: a timm model (not a single block).
+        mask_value: added to the scores of masked pairs in Swin's windows (shifted-window regions and padding).
+            ``-inf`` (default) masks exactly. timm's Swin adds ``-100`` between shifted-window regions, which
+            masks only while scores stay well below 100: Swin V2's cosine scores reach 100 times the cosine plus
+            16 when a temperature is at its cap. ``mask_value=-100.0`` reproduces timm there too.
 
     Raises:
-        ConversionError: the model has no block to convert, or one that cannot be (named, with the reason).
+        ConversionError: the model has no block to convert, or one that cannot be (named, with the reason); the
+            model itself is passed as a block.
         ImportError: timm is not installed.
     """
-    replaced = 0
-    for name, module in list(model.named_modules()):
-        block = _converted_block(module, name or type(model).__name__)
-        if block is None:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, block)
-        replaced += 1
-    if replaced == 0:
+    replacements = []
+    for name, module in model.named_modules():
+        block = _converted_block(module, name or type(model).__name__, mask_value)
+        if block is not None:
+            if not name:
+                raise ConversionError(f"convert takes a model; {type(model).__name__} is a block itself")
+            replacements.append((name, block))
+    if not replacements:
         raise ConversionError(f"{type(model).__name__} has no Swin (V1, V2) or MaxViT / MaxxViT attention block to "
                               "convert")
+    for name, block in replacements:  # only once every block converted: an error leaves the model as it was
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, block)
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None and hasattr(patch_embed, "strict_img_size"):  # Swin: any size, padded to the patch
         patch_embed.strict_img_size, patch_embed.dynamic_img_pad = False, True

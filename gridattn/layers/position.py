@@ -211,7 +211,8 @@ class ContinuousPositionBias(PositionBias):
         dropout: dropout after the hidden ReLU in training (timm's MaxViT uses 0.125).
 
     Raises:
-        ValueError: ``num_heads`` or ``hidden_dim`` below 1, an unknown style, a dropout outside ``[0, 1)``.
+        ValueError: ``num_heads`` or ``hidden_dim`` below 1, an unknown style, a dropout outside ``[0, 1)``,
+            ``pretrained_window_size`` with ``style="maxvit"``.
 
     Examples:
         >>> from gridattn import ContinuousPositionBias
@@ -235,6 +236,8 @@ class ContinuousPositionBias(PositionBias):
         check_probability(dropout, "dropout")
         if style not in ("maxvit", "swinv2"):
             raise ValueError(f"style must be 'maxvit' or 'swinv2', got {style!r}")
+        if style == "maxvit" and pretrained_window_size is not None:
+            raise ValueError("pretrained_window_size normalises Swin V2's offsets; style='maxvit' does not use it")
         self.num_heads, self.style = num_heads, style
         self.pretrained_window_size = (
             None if pretrained_window_size is None else to_pair(pretrained_window_size, "pretrained_window_size")

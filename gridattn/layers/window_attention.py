@@ -177,7 +177,8 @@ class WindowAttention(nn.Module):
         )
         scale = None
         if self.logit_scale is not None:  # cosine similarity times the temperature, not q·k / sqrt(d)
-            q = F.normalize(q, dim=-1) * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+            temperature = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().to(q.dtype)  # q's under autocast
+            q = F.normalize(q, dim=-1) * temperature
             k, scale = F.normalize(k, dim=-1), 1.0
         bias = None if self.relative_position_bias is None else self.relative_position_bias(self.window_size)
         mask = window_attention_mask(
