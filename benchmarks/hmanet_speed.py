@@ -17,7 +17,8 @@ Variants: ``official`` (needs ``--reference``), ``fp32`` (gridattn, official num
 ``math`` (the same with the plain attention path: backend ``math``), ``bf16`` (bfloat16 autocast),
 ``tf32`` (CUDA TF32 matmuls), ``corrected`` (gridattn's corrected numerics, float32).
 The model is the official x4 configuration (embed 180, 6x6 blocks, window 16), randomly initialised and
-shared by every variant (the official one gets the same weights through ``to_official_state_dict``).
+shared by every variant (the official one gets the same weights through ``to_official_state_dict``). gridattn's
+models run with the bias cache on (``gridattn.layers.set_bias_cache``), as ``upscale`` runs them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gridattn.functional import use_backend
+from gridattn.layers import set_bias_cache
 from gridattn.models import HMANet, hmanet_config, to_official_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +70,7 @@ def build(variant: str, scale: int, device: torch.device, reference: str | None)
         corrected = HMANet(ours.config.replace(numerics="corrected")).eval()
         corrected.load_state_dict(ours.state_dict())
         ours = corrected
-    return ours.to(device)
+    return set_bias_cache(ours.to(device), True)  # deployed as upscale runs it: biases once per size
 
 
 @contextlib.contextmanager

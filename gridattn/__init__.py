@@ -21,6 +21,8 @@ from .layers import (
     PreNorm,
     RelativePositionBias,
     WindowAttention,
+    bias_cache,
+    set_bias_cache,
 )
 
 __all__ = [
@@ -40,9 +42,11 @@ __all__ = [
     "WindowAttention",
     "attention",
     "available_backends",
+    "bias_cache",
     "blocks",
     "use_backend",
     "functional",
     "models",
+    "set_bias_cache",
     "set_default_backend",
 ]

@@ -278,7 +278,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    module = copy.deepcopy(model).to("cpu", torch.float32).eval()  # eval caches are not copied (see CachedInEval)
+    module = copy.deepcopy(model).to("cpu", torch.float32).eval()  # bias caches are not copied
     for layer in module.modules():
         if hasattr(layer, "backend"):  # layers built with an explicit backend follow the export's too
             layer.backend = attention_backend

@@ -15,6 +15,7 @@ lower ``tile`` and try again.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from torch import nn
 from ._errors import InputError
 from .data.images import pil_pixels
 from .data.imresize import imresize
+from .layers import bias_cache
 from .memory import estimate_inference_memory
 from .models.hmanet import HMANet
 
@@ -350,7 +352,8 @@ def upscale(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        with torch.no_grad():
+        # the weights do not change during the call: biases once per size, no wait for the GPU to check them
+        with torch.no_grad(), bias_cache(model) if isinstance(model, nn.Module) else contextlib.nullcontext():
             x_device = x.to(device=device, dtype=dtype)
             count = len(transforms)
             if tile is not None:  # rotated runs have the same number of tiles

@@ -186,3 +186,22 @@ def test_inputs_on_the_cpu_for_cuda_weights_are_refused_clearly():
         layer(torch.rand(1, 8, 8, 24))
     with pytest.raises(ValueError, match="is on cpu but the layer's weights are on cuda"):
         HMANet(hmanet_config(2, "tiny")).cuda()(torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("numerics", ["corrected", "official"])
+@pytest.mark.parametrize("size", [(32, 32), (37, 53)])  # no padding, and padding masked
+def test_an_eval_forward_never_waits_for_the_gpu(numerics, size):
+    """Inside bias_cache a whole HMANet eval forward (after the first, which fills the caches) runs with no
+    host-device synchronisation; CUDA's sync-debug mode turns any into an error."""
+    from gridattn import bias_cache
+
+    model = HMANet(hmanet_config(2, "small", numerics=numerics)).cuda().eval()
+    x = torch.rand(1, 3, *size, device="cuda")
+    with torch.no_grad(), bias_cache(model):
+        model(x)  # caches filled: masks, indices, biases
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

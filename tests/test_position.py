@@ -63,41 +63,90 @@ def test_grid_attention_bias_width_is_the_official_dim_over_4_over_4_but_at_leas
     assert layer.position_biases[0].pos_proj.out_features == max(4, dim // 4 // 4)
 
 
-def test_bias_is_computed_once_per_size_in_eval_without_grad(monkeypatch):
-    module = DynamicPositionBias(2, 4).eval()
+def _counting(module, monkeypatch):
     calls = []
     original = module._gather
     monkeypatch.setattr(module, "_gather", lambda size: calls.append(size) or original(size))
-    with torch.no_grad():
-        first = module((3, 4))
-        assert module((3, 4)) is first
-        module((5, 2))
-    assert calls == [(3, 4), (5, 2)]
-    module((3, 4))  # with grad: computed afresh, so gradients can flow
-    assert len(calls) == 3
+    return calls
 
 
-def test_cache_follows_weight_changes():
+def test_bias_is_computed_once_per_size_inside_bias_cache_and_every_time_outside(monkeypatch):
+    from gridattn import bias_cache
+
     module = DynamicPositionBias(2, 4).eval()
+    calls = _counting(module, monkeypatch)
     with torch.no_grad():
-        before = module((3, 3)).clone()
+        module((3, 4))
+        module((3, 4))
+        assert calls == [(3, 4), (3, 4)]  # no cache by default: nothing can be stale
+        with bias_cache(module):
+            first = module((3, 4))
+            assert module((3, 4)) is first
+            module((5, 2))
+            assert calls[2:] == [(3, 4), (5, 2)]
+            module.train()((3, 4))  # training: computed afresh
+            module.eval()
+        assert len(module._cache) == 0  # dropped on exit
+    with bias_cache(module):
+        module((3, 4))  # with grad: computed afresh, so gradients can flow
+    assert len(calls) == 6
+
+
+def test_the_cache_does_not_read_the_weights_and_what_clears_it():
+    """Inside the cache the weights are not compared (no GPU sync): an in-place edit is not seen until something
+    clears the cache; loading a state dict, train/eval switches and leaving the block do."""
+    from gridattn import bias_cache
+
+    module = randomize_(DynamicPositionBias(2, 4), 0).eval()
+    with torch.no_grad(), bias_cache(module):
+        stale = module((3, 3)).clone()
+        for p in module.parameters():
+            p.data.mul_(-3)  # what an EMA update does
+        assert torch.equal(module((3, 3)), stale)  # the promise was broken: the cache does not look
+        module.eval()  # a mode switch clears it
+        fresh = module((3, 3))
+        torch.testing.assert_close(fresh, _official_dynamic_bias(module, 3, 3))
         module.load_state_dict({k: v + 1 for k, v in module.state_dict().items()})
-        after = module((3, 3))
-        assert not torch.equal(before, after)
-        torch.testing.assert_close(after, _official_dynamic_bias(module, 3, 3))
-        assert module.double()((3, 3)).dtype == torch.float64
+        torch.testing.assert_close(module((3, 3)), _official_dynamic_bias(module, 3, 3))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.data.mul_(2)
+        torch.testing.assert_close(module((3, 3)), _official_dynamic_bias(module, 3, 3))  # outside: always fresh
+
+
+def test_set_bias_cache_and_the_context_restore_each_setting():
+    from gridattn import GridAttention, bias_cache, set_bias_cache
+
+    layer = GridAttention(8, 2, 3).eval()
+    biases = list(layer.position_biases)
+    assert not any(b._cache_enabled for b in biases)
+    set_bias_cache(layer, True)
+    with bias_cache(layer):
+        assert all(b._cache_enabled for b in biases)
+    assert all(b._cache_enabled for b in biases)  # it was on before the block
+    set_bias_cache(layer, False)
+    with bias_cache(layer):
+        pass
+    assert not any(b._cache_enabled for b in biases)
+
+
+def test_optimiser_steps_are_seen_outside_the_cache():
+    """Fused optimisers do not bump tensor versions; outside the cache every forward reads the weights."""
+    module = randomize_(DynamicPositionBias(2, 4), 0).eval()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.5, fused=True)
+    module((3, 3)).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(module((3, 3)), _official_dynamic_bias(module, 3, 3))
 
     table = RelativePositionBias(2, 2)
     optimizer = torch.optim.SGD(table.parameters(), lr=1.0)
-    table.eval()
     with torch.no_grad():
-        stale = table(2).clone()
-    table.train()
-    table(2).sum().backward()
+        stale = table.eval()(2).clone()
+    table.train()(2).sum().backward()
     optimizer.step()
-    table.eval()
     with torch.no_grad():
-        assert not torch.equal(stale, table(2))
+        assert not torch.equal(stale, table.eval()(2))
         assert torch.equal(table(2), table.relative_position_bias_table[reference_index(2)].permute(2, 0, 1))
 
 
@@ -107,43 +156,22 @@ def reference_index(size):
                          for a in coords])
 
 
-def _fresh(module, size):
-    module.train()
-    with torch.no_grad():
-        value = module(size)
-    module.eval()
-    return value
-
-
-def test_cache_sees_in_place_data_updates_and_fused_optimiser_steps():
-    """EMA code edits p.data in place and fused optimisers do not bump tensor versions: both must be seen."""
-    module = randomize_(DynamicPositionBias(2, 4), 0).eval()
-    with torch.no_grad():
-        module((3, 3))
-        for p in module.parameters():
-            p.data.mul_(-3)
-        torch.testing.assert_close(module((3, 3)), _fresh(module, (3, 3)))
-    optimizer = torch.optim.Adam(module.parameters(), lr=0.5, fused=True)
-    with torch.no_grad():
-        module((3, 3))
-    module((3, 3)).sum().backward()  # grad enabled: computed afresh
-    optimizer.step()
-    with torch.no_grad():
-        torch.testing.assert_close(module((3, 3)), _fresh(module, (3, 3)))
-
-
-def test_cache_is_keyed_by_autocast_and_bounded_and_not_pickled():
+def test_cache_is_keyed_by_size_device_dtype_and_autocast_and_bounded_and_not_pickled():
     import pickle
 
+    from gridattn import bias_cache
+
     module = DynamicPositionBias(2, 4).eval()
-    with torch.no_grad():
+    with torch.no_grad(), bias_cache(module):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert module((3, 3)).dtype == torch.bfloat16
         assert module((3, 3)).dtype == torch.float32
+        assert module.double()((3, 3)).dtype == torch.float64
+        module.float()
         for size in range(1, 20):
-            module((size, 2))
-    assert len(module._cache) <= 8
-    assert len(pickle.loads(pickle.dumps(module))._cache) == 0
+            assert module((size, 2)).shape == (2, 2 * size, 2 * size)
+        assert len(module._cache) == 8
+        assert len(pickle.loads(pickle.dumps(module))._cache) == 0
 
 
 @pytest.mark.parametrize("layer_cls", ["window", "grid"])

@@ -1,5 +1,6 @@
 """Drop-in layers: channels-last ``(B, H, W, C)`` in and out, any height and width."""
 
+from .caching import bias_cache, set_bias_cache
 from .channel_attention import ChannelAttention, ConvChannelAttention
 from .fused_conv import FusedConv
 from .grid_attention import GridAttention
@@ -22,4 +23,6 @@ __all__ = [
     "PreNorm",
     "RelativePositionBias",
     "WindowAttention",
+    "bias_cache",
+    "set_bias_cache",
 ]

@@ -5,9 +5,9 @@ Swin V2).
 Every bias is a :class:`PositionBias`: ``bias(group_size)`` is the additive bias ``(num_heads, N, N)`` for the
 ``N = h * w`` tokens of a window or group in raster order, and ``bias.table(group_size)`` is the bias of each
 relative offset, ``((2h-1)(2w-1), num_heads)`` with rows as :func:`~gridattn.functional.relative_offsets`, from
-which large groups gather their bias a block of queries at a time (:func:`bias_rows`). In eval mode with
-gradients disabled ``bias(group_size)`` depends only on the weights and the size, so it is computed once per size
-and reused while the weights stay the same.
+which large groups gather their bias a block of queries at a time (:func:`bias_rows`). ``bias(group_size)``
+depends only on the weights and the size: inside :func:`~gridattn.layers.bias_cache` it is computed once per size
+and reused.
 
 The attention layers pick one by name (``position_bias="table" | "dynamic" | "continuous" | "none"``) through
 :func:`make_position_bias`.
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..functional._checks import check_positive, check_probability, to_pair
 from ..functional.position import relative_offsets, relative_position_index, relative_position_rows
-from ._eval_cache import CachedInEval
+from .caching import CachedInEval
 
 __all__ = ["POSITION_BIAS_KINDS", "ContinuousPositionBias", "DynamicPositionBias", "PositionBias", "PositionBiasKind",
            "RelativePositionBias", "bias_rows", "log_spaced_offsets", "make_position_bias"]
