@@ -1,7 +1,7 @@
 """The bias cache: position biases computed once per size and reused, while the weights are promised not to change.
 
 A position bias depends only on its (small) weights and the group size. Inside :func:`bias_cache` (or after
-``set_bias_cache(model, True)``) every :class:`CachedInEval` module of ``model`` keeps its output per key, device,
+``set_bias_cache(model, True)``) every position bias of ``model`` keeps its output per key, device,
 dtype and autocast state, in eval mode with gradients off, and reuses it **without looking at the weights**:
 checking them would make the CPU wait for the GPU in every forward. Outside, biases are computed afresh in every
 forward, which is always right.
