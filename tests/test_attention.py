@@ -175,3 +175,28 @@ def test_blocked_attention_equals_one_call_with_the_whole_bias(groups, queries, 
     torch.testing.assert_close(out, attention(q, k, v, bias, backend="math"), rtol=0, atol=1e-12)
     length = groups if axis == "groups" else queries
     assert calls == [(s, min(length, s + block)) for s in range(0, length, block)]
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_an_xformers_built_for_another_torch_is_refused_with_the_reason(monkeypatch, loaded):
+    """The xformers wheel for one PyTorch imports under another but without its compiled kernels (it only warns);
+    the backend must then be refused with that reason instead of failing inside xformers."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from gridattn.functional import backends
+
+    fake = types.ModuleType("xformers")
+    fake.__spec__ = importlib.machinery.ModuleSpec("xformers", None)
+    fake.__version__, fake._has_cpp_library = "0.0.35", loaded
+    monkeypatch.setitem(sys.modules, "xformers", fake)
+    backends._xformers_extension_problem.cache_clear()
+    try:
+        reason = backends.unavailable_reason("xformers", "cuda", torch.bfloat16)
+    finally:
+        backends._xformers_extension_problem.cache_clear()
+    if loaded:
+        assert reason is None
+    else:
+        assert "xformers 0.0.35 could not load its C++/CUDA kernels" in reason and torch.__version__ in reason

@@ -16,6 +16,7 @@ silent fallback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 from collections.abc import Iterator
@@ -149,7 +150,18 @@ def unavailable_reason(
         return f"xformers runs on CUDA tensors only, got device {torch.device(device)}"
     if dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"xformers supports float16, bfloat16 and float32, got {dtype}"
-    return None
+    return _xformers_extension_problem()
+
+
+@functools.cache
+def _xformers_extension_problem() -> str | None:
+    """Why xformers' compiled kernels are missing (a wheel built for another PyTorch), or ``None``."""
+    import xformers
+
+    if getattr(xformers, "_has_cpp_library", True):
+        return None
+    return (f"xformers {xformers.__version__} could not load its C++/CUDA kernels (a build for another PyTorch "
+            f"than {torch.__version__}; see python -m xformers.info)")
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
