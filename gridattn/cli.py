@@ -52,7 +52,7 @@ def _cmd_upscale(args) -> int:
     for path in files:
         image = read_image(path)
         result = upscale(model, image, tile=args.tile, tile_overlap=args.tile_overlap,
-                         self_ensemble=args.self_ensemble, progress=not args.quiet)
+                         self_ensemble=args.self_ensemble, progress=not args.quiet, compile=args.compile)
         target = out if single_file else out / f"{path.stem}.png"
         write_image(target, result)
         if not args.quiet:
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
         sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     up.add_argument("--quiet", action="store_true", help="no progress output")
+    up.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (CUDA: CUDA graphs); pays off for many images or tiles of one size")
     return parser
 
 

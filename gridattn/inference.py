@@ -287,6 +287,7 @@ def upscale(
     progress: bool = False,
     check_memory: bool = True,
     spec: ModelSpec | None = None,
+    compile: bool = False,
 ):
     """Super-resolve ``image`` with ``model``.
 
@@ -310,6 +311,10 @@ def upscale(
             forward would not fit in the device's available memory.
         spec: what upscale needs to know of the model (input channels, padding multiple, scale, memory
             estimate); default :meth:`ModelSpec.of` the model. Pass one for your own windowed models.
+        compile: run the model through ``torch.compile`` (on CUDA with ``mode="reduce-overhead"``: CUDA graphs).
+            Each input shape compiles once (PyTorch keeps the compiled code for later calls on the same model):
+            with ``tile``, a large image needs at most four shapes (full, bottom, right and corner tiles) and
+            a smaller last batch. The first call pays the compilation (tens of seconds on a CPU).
 
     Returns:
         The upscaled image, of the kind and dtype of ``image`` (values clipped to ``[0, 1]``; ``uint8`` and
@@ -348,6 +353,9 @@ def upscale(
     if check_memory:
         _check_memory(spec, x, tile, batch_tiles, device, dtype)
     transforms = _TRANSFORMS if self_ensemble else _TRANSFORMS[:1]
+    runner = model
+    if compile:
+        runner = torch.compile(model, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model.eval()
@@ -363,10 +371,10 @@ def upscale(
             for rotations, flip in transforms:
                 xt = _forward_transform(x_device, rotations, flip)
                 if tile is None:
-                    y = model(xt).float().cpu()
+                    y = runner(xt).float().cpu()
                     bar.update(1)
                 else:
-                    y = _run_tiled(model, xt, tile, tile_overlap, multiple, batch_tiles, bar)
+                    y = _run_tiled(runner, xt, tile, tile_overlap, multiple, batch_tiles, bar)
                 y = _inverse_transform(y, rotations, flip)
                 total = y if total is None else total + y
             bar.close()

@@ -200,3 +200,24 @@ def test_cli_export_onnx_and_verify(tiny_checkpoint, tmp_path):
     assert result.stderr.strip() == ""  # the exporters' chatter is silenced
     bad = run_cli("export-onnx", "--checkpoint", tiny_checkpoint, "-o", target, "--opset", 7)
     assert bad.returncode == 2 and "opset" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # compiles (about 25 to 90 s on 2 CPU cores)
+def test_compiled_upscale_equals_eager_whole_and_tiled(tmp_path):
+    """upscale(compile=True) and ``gridattn upscale --compile``: torch.compile'd HMANet, the same images as eager
+    (inductor may reorder float sums: within 1e-5), whole images and tiles with a smaller last batch."""
+    torch.manual_seed(0)
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    image = np.random.default_rng(0).random((37, 45, 3)).astype(np.float32)
+    for tile in (None, 24):
+        eager = upscale(model, image, tile=tile, tile_overlap=8, batch_tiles=4)
+        compiled = upscale(model, image, tile=tile, tile_overlap=8, batch_tiles=4, compile=True)
+        np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-5)
+    checkpoint = tmp_path / "m.safetensors"
+    save_hmanet(model, checkpoint)
+    write_image(tmp_path / "in.png", (image * 255).round().astype(np.uint8))
+    for flag in ([], ["--compile"]):
+        out = tmp_path / f"out{len(flag)}.png"
+        assert main(["upscale", str(tmp_path / "in.png"), "-o", str(out), "--checkpoint", str(checkpoint),
+                     "--tile", "24", "--tile-overlap", "8", "--quiet", *flag]) == 0
+    assert np.abs(read_image(tmp_path / "out0.png").astype(int) - read_image(tmp_path / "out1.png")).max() <= 1
