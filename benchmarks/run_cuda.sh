@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every CUDA check in one run (for a lent GPU machine without network): the `cuda` tests, the attention
-# kernels that run, the HMANet and layer benchmarks. Results are written to ${OUT:-cuda-results}/.
+# kernels that run, the HMANet, layer and training-step benchmarks, xformers if installed. Results are written to ${OUT:-cuda-results}/.
 # The official model is benchmarked when REFERENCE points at a checkout of korouuuuu/HMA.
 set -o pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -16,3 +16,12 @@ reference=()
 timeout 300 $python benchmarks/hmanet_speed.py --device cuda --sizes 64 128 256 --repeats 5 "${reference[@]}" 2>&1 | tee "$out/hmanet_cuda.md"
 timeout 90 $python benchmarks/layer_speed.py --device cuda --repeats 10 2>&1 | tee "$out/layers_cuda_float32.md"
 timeout 90 $python benchmarks/layer_speed.py --device cuda --dtype bfloat16 --repeats 10 2>&1 | tee "$out/layers_cuda_bfloat16.md"
+# the training step (official x4 at LR 64, batch 4) and the attention kernels of its forward and backward
+train=(--variants fp32 tf32 bf16 bf16+compile)
+[ -n "$REFERENCE" ] && train=(--reference "$REFERENCE" --variants official fp32 tf32 bf16 bf16+compile)
+timeout 400 $python benchmarks/train_speed.py --device cuda --repeats 10 --kernels "${train[@]}" 2>&1 | tee "$out/train_cuda.md"
+# xformers, when its wheel was installed beside this torch: do its kernels load, and do the backend tests pass
+if $python -c "import xformers" 2>/dev/null; then
+  timeout 60 $python -m xformers.info 2>&1 | tee "$out/xformers_info.txt" | head -30
+  timeout 120 $python -m pytest -q -m cuda tests/test_cuda.py -k xformers -p no:cacheprovider 2>&1 | tee "$out/xformers_tests.log" | tail -5
+fi
