@@ -60,8 +60,8 @@ class GridAttention(nn.Module):
         max_scores: memory bound: at most this many bias entries (heads x queries x keys, times the groups
             when padding is masked) are built at once. Larger groups (e.g. 4096 tokens, a 256x256 map at
             interval 4) are attended a block of queries at a time, with the bias built per block from the
-            bias's table; the result is the same. Below the bound the whole bias is built and, in eval mode,
-            cached.
+            bias's table; the result is the same. Below the bound the whole bias is built (and, inside
+            :func:`~gridattn.layers.bias_cache`, kept).
 
     Attributes:
         position_biases: ``[B₁]`` or ``[B₁, B₂]`` (:class:`~gridattn.layers.position.PositionBias`), empty for
