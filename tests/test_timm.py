@@ -252,3 +252,22 @@ def test_converted_swin_v2_runs_under_bfloat16_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model.forward_features(x)
     assert relative_error(out.float(), expected) < 0.05
+
+
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "maxvit_tiny_tf_224"])
+def test_features_only_backbones_convert_and_run_at_any_size(name):
+    """Detection and segmentation use timm's features_only wrappers at arbitrary sizes: every stage's features
+    equal timm's blocks with the padding masked, the Swin stem padding images that are not patch multiples."""
+    overrides = dict(MODELS[name][0], depths=(1, 1, 1, 1))
+    model = timm.create_model(name, pretrained=False, features_only=True, **overrides).eval().double()
+    reference = timm_reference.masked(copy.deepcopy(model))
+    for module in reference.modules():
+        if hasattr(module, "dynamic_img_pad"):
+            module.strict_img_size, module.dynamic_img_pad = False, True
+    convert(model)
+    x = image((161, 98) if name.startswith("swin") else (160, 96), torch.float64, batch=1)
+    with torch.no_grad():
+        outs, refs = model(x), reference(x)
+    assert len(outs) == len(refs) >= 4
+    for out, ref in zip(outs, refs):
+        assert relative_error(out, ref) <= 1e-10

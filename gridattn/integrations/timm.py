@@ -361,9 +361,9 @@ def convert(model: nn.Module, *, mask_value: float = float("-inf")) -> nn.Module
     for name, block in replacements:  # only once every block converted: an error leaves the model as it was
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, block)
-    patch_embed = getattr(model, "patch_embed", None)
-    if patch_embed is not None and hasattr(patch_embed, "strict_img_size"):  # Swin: any size, padded to the patch
-        patch_embed.strict_img_size, patch_embed.dynamic_img_pad = False, True
+    for module in model.modules():  # Swin's patch stem (also inside features_only wrappers): any size, padded
+        if hasattr(module, "strict_img_size") and hasattr(module, "dynamic_img_pad"):
+            module.strict_img_size, module.dynamic_img_pad = False, True
     return model
 
 
