@@ -347,3 +347,49 @@ def test_a_pretrained_window_is_refused_where_it_would_be_ignored():
 
     with pytest.raises(ValueError, match="style='maxvit' does not use it"):
         ContinuousPositionBias(2, 8, style="maxvit", pretrained_window_size=7)
+
+
+def _fixed_table_bias(table: torch.Tensor, window):
+    """A user's own PositionBias without weights: a fixed table held in a buffer."""
+    from gridattn.layers import PositionBias
+
+    class Fixed(PositionBias):
+        def __init__(self):
+            super().__init__()
+            self.num_heads = table.shape[1]
+            self.register_buffer("rows", table.detach().clone())
+
+        def table(self, group_size):
+            assert tuple(group_size) == tuple(window)
+            return self.rows
+
+    return Fixed()
+
+
+@pytest.mark.parametrize("layer_kind", ["window", "grid"])
+def test_a_custom_position_bias_without_weights_plugs_into_both_layers(layer_kind):
+    """The interface is all a layer needs: a weight-free subclass equal to a learned table gives the same output,
+    also through the memory-bounded blocked path and inside bias_cache."""
+    from gridattn import GridAttention, WindowAttention, bias_cache
+
+    if layer_kind == "window":
+        make = lambda bound: WindowAttention(8, 2, 4, 2, max_scores=bound)  # noqa: E731
+    else:
+        make = lambda bound: GridAttention(8, 2, grid_size=4, two_stage=False, position_bias="table",  # noqa: E731
+                                           max_scores=bound)
+    learned = randomize_(make(2**24), 1).double().eval()
+    custom = make(7)  # a small bound: the grid layer attends in blocks of queries (bias_rows of the table)
+    custom.load_state_dict(learned.state_dict())
+    custom = custom.double().eval()
+    if layer_kind == "window":
+        custom.relative_position_bias = _fixed_table_bias(learned.relative_position_bias.relative_position_bias_table,
+                                                          (4, 4))
+    else:
+        custom.position_biases[0] = _fixed_table_bias(learned.position_biases[0].relative_position_bias_table, (4, 4))
+    assert not any("bias_table" in name for name, _ in custom.named_parameters())
+    x = torch.randn(2, 11, 13, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = learned(x)
+        torch.testing.assert_close(custom(x), expected, rtol=1e-12, atol=1e-12)
+        with bias_cache(custom):
+            torch.testing.assert_close(custom(x), expected, rtol=1e-12, atol=1e-12)

@@ -35,7 +35,10 @@ POSITION_BIAS_KINDS: tuple[str, ...] = ("table", "dynamic", "continuous", "none"
 
 
 class PositionBias(CachedInEval):
-    """The interface of a relative-position bias: subclasses define :meth:`table`.
+    """The interface of a relative-position bias: subclasses define :meth:`table` (and set ``num_heads``).
+
+    Any subclass can replace a layer's bias (``WindowAttention.relative_position_bias``,
+    ``GridAttention.position_biases[i]``); the layer only calls ``bias(group_size)`` and ``bias.table(group_size)``.
 
     ``forward(group_size)`` gathers the table at every token pair: entry ``[head, n, m]`` is the table row of
     the offset of token ``n`` minus token ``m`` (raster order), per
@@ -50,7 +53,9 @@ class PositionBias(CachedInEval):
 
     def forward(self, group_size: int | tuple[int, int]) -> torch.Tensor:
         size = to_pair(group_size, "group_size")
-        weight = next(self.parameters())
+        weight = next(self.parameters(), None)
+        if weight is None:  # a fixed bias (no weights, e.g. from buffers): nothing to cache against
+            return self._gather(size)
         return self._cached((size, weight.device, weight.dtype), lambda: self._gather(size))
 
     def _gather(self, size: tuple[int, int]) -> torch.Tensor:
