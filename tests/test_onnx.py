@@ -136,6 +136,14 @@ def test_fixed_size_export(tmp_path):
     assert read_onnx_metadata(info.path)["input_shape"] == [1, 3, 20, 28]
 
 
+def test_export_without_the_graph_optimiser(tmp_path):
+    """optimize=False keeps the exporter's raw graph; it must still be valid ONNX (a buffer named like one of the
+    exporter's own values once broke single assignment) and compute the same."""
+    model = small_model(scale=2, numerics="corrected", image_skip=True)
+    info = export_onnx(model, tmp_path / "raw.onnx", example_size=(20, 28), optimize=False)
+    check_close(verify_onnx(info.path, model, [(20, 28)]), [(20, 28)])
+
+
 def test_dynamic_export_of_windows_that_pytorch_attends_in_blocks(tmp_path):
     """Window 16 with 6 heads: PyTorch attends in blocks of 42 windows (``max_scores``), so a 112x112 input (49
     windows) runs two blocks; the traced graph must not keep the example's single block."""

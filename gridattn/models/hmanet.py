@@ -185,7 +185,7 @@ class HMANet(nn.Module):
         self.config = config
         c = config
         mean = c.rgb_mean if c.in_channels == 3 else (0.0,)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("rgb_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.conv_first = nn.Conv2d(c.in_channels, c.embed_dim, 3, padding=1)
         self.embed_norm = nn.LayerNorm(c.embed_dim)
         rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()  # also under a meta device
@@ -225,7 +225,7 @@ class HMANet(nn.Module):
         check_like(x, self.conv_first.weight, "the image")
         height, width = x.shape[-2:]
         image = x
-        mean = self.mean.to(x.dtype)
+        mean = self.rgb_mean.to(x.dtype)
         x = pad_to_multiple((x - mean) * c.img_range, c.pad_multiple, mode="symmetric", dims=(-2, -1))
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
