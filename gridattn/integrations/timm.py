@@ -46,7 +46,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..layers import ContinuousPositionBias, GridAttention, WindowAttention
+from ..layers import ContinuousPositionBias, GridAttention, RelativePositionBias, WindowAttention
 from ..layers.position import PositionBias
 
 __all__ = ["BiasLayout", "ConversionError", "ParallelAttention", "TransformerBlock", "TimmLayout", "convert",
@@ -224,8 +224,6 @@ def _layout_and_bias(
         )
         return TimmLayout(head_first, "mlp", "rel_pos."), bias
     if isinstance(rel_pos, (RelPosBias, RelPosBiasTf)):
-        from ..layers import RelativePositionBias
-
         kind = "table_tf" if isinstance(rel_pos, RelPosBiasTf) else "table"
         return TimmLayout(head_first, kind, "rel_pos."), RelativePositionBias(partition, heads)
     raise ConversionError(f"position bias {type(rel_pos).__name__} is not supported")
@@ -266,35 +264,25 @@ def _maxvit_attention(
     return _with_weights(layer, attn, layout, bias), layout
 
 
-def _swin_attention(block: nn.Module, where: str, mask_value: float) -> tuple[nn.Module, TimmLayout]:
-    attn = block.attn
+def _swin_attention(block: nn.Module, where: str, mask_value: float, *, v2: bool) -> tuple[nn.Module, TimmLayout]:
+    """A WindowAttention with the weights of a Swin V1 block's attention, or a Swin V2 block's (cosine attention,
+    query / value biases, the ``cpb_mlp`` position MLP)."""
+    attn, window = block.attn, tuple(block.window_size)
     _check_projections(attn, where)
-    width = attn.qkv.out_features // 3
-    layer = WindowAttention(
-        attn.proj.out_features, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
-        in_dim=attn.qkv.in_features, head_dim=width // attn.num_heads, qkv_bias=attn.qkv.bias is not None,
-        position_bias="none", attn_drop=attn.attn_drop.p, proj_drop=attn.proj_drop.p, mask_value=mask_value,
-    )
-    layout = TimmLayout(head_first=False, bias="table", bias_prefix="")
-    from ..layers import RelativePositionBias
-
-    return _with_weights(layer, attn, layout, RelativePositionBias(tuple(block.window_size), attn.num_heads)), layout
-
-
-def _swin_v2_attention(block: nn.Module, where: str, mask_value: float) -> tuple[nn.Module, TimmLayout]:
-    attn = block.attn
-    _check_projections(attn, where)
-    window = tuple(block.window_size)
+    if v2:
+        pretrained = tuple(attn.pretrained_window_size)
+        bias = ContinuousPositionBias(attn.num_heads, attn.cpb_mlp[0].out_features, style="swinv2",
+                                      pretrained_window_size=pretrained if pretrained[0] > 0 else window)
+        qkv = dict(qkv_bias=attn.q_bias is not None, key_bias=False, cosine=True)
+    else:
+        bias = RelativePositionBias(window, attn.num_heads)
+        qkv = dict(qkv_bias=attn.qkv.bias is not None)
     layer = WindowAttention(
         attn.proj.out_features, attn.num_heads, window, tuple(block.shift_size), in_dim=attn.qkv.in_features,
-        head_dim=attn.qkv.out_features // 3 // attn.num_heads, qkv_bias=attn.q_bias is not None, key_bias=False,
-        cosine=True, position_bias="none", attn_drop=attn.attn_drop.p, proj_drop=attn.proj_drop.p,
-        mask_value=mask_value,
+        head_dim=attn.qkv.out_features // 3 // attn.num_heads, position_bias="none", attn_drop=attn.attn_drop.p,
+        proj_drop=attn.proj_drop.p, mask_value=mask_value, **qkv,
     )
-    pretrained = tuple(attn.pretrained_window_size)
-    bias = ContinuousPositionBias(attn.num_heads, attn.cpb_mlp[0].out_features, style="swinv2",
-                                  pretrained_window_size=pretrained if pretrained[0] > 0 else window)
-    layout = TimmLayout(head_first=False, bias="cpb", bias_prefix="")
+    layout = TimmLayout(head_first=False, bias="cpb" if v2 else "table", bias_prefix="")
     return _with_weights(layer, attn, layout, bias), layout
 
 
@@ -304,14 +292,10 @@ def _converted_block(module: nn.Module, where: str, mask_value: float = float("-
 
     if isinstance(module, maxxvit.PartitionAttention2d):
         raise ConversionError(f"{where}: NCHW partition attention (use_nchw_attn) is not supported")
-    if isinstance(module, swin_transformer_v2.SwinTransformerV2Block):  # post-norm
-        attn, layout = _swin_v2_attention(module, where, mask_value)
-        return TransformerBlock(norm1=module.norm1, attn=attn, norm2=module.norm2, mlp=module.mlp, layout=layout,
-                            drop_path1=module.drop_path1, drop_path2=module.drop_path2,
-                            post_norm=True).train(module.training)
-    if isinstance(module, swin_transformer.SwinTransformerBlock):
-        attn, layout = _swin_attention(module, where, mask_value)
-        scales = {}
+    scales, post_norm = {}, False
+    if isinstance(module, (swin_transformer.SwinTransformerBlock, swin_transformer_v2.SwinTransformerV2Block)):
+        post_norm = isinstance(module, swin_transformer_v2.SwinTransformerV2Block)  # Swin V2 blocks are post-norm
+        attn, layout = _swin_attention(module, where, mask_value, v2=post_norm)
     elif isinstance(module, maxxvit.PartitionAttentionCl):
         kind = "block" if module.partition_block else "grid"
         attn, layout = _maxvit_attention(module.attn, tuple(module.partition_size), kind, where)
@@ -325,7 +309,8 @@ def _converted_block(module: nn.Module, where: str, mask_value: float = float("-
     else:
         return None
     return TransformerBlock(norm1=module.norm1, attn=attn, norm2=module.norm2, mlp=module.mlp, layout=layout,
-                        drop_path1=module.drop_path1, drop_path2=module.drop_path2, **scales).train(module.training)
+                            post_norm=post_norm, drop_path1=module.drop_path1,
+                            drop_path2=module.drop_path2, **scales).train(module.training)
 
 
 def convert(model: nn.Module, *, mask_value: float = float("-inf")) -> nn.Module:

@@ -147,10 +147,11 @@ class WindowAttention(nn.Module):
         check_probability(attn_drop, "attn_drop")
         check_backend(backend)
         self.attn_drop, self.backend, self.mask_value = attn_drop, backend, mask_value
+        query_value_bias = qkv_bias and not key_bias
         self.qkv = nn.Linear(self.in_dim, 3 * width, bias=qkv_bias and key_bias)
         # Swin V2: learned query and value biases, the key's fixed at zero (it matters under cosine attention)
-        self.q_bias = nn.Parameter(torch.zeros(width)) if qkv_bias and not key_bias else None
-        self.v_bias = nn.Parameter(torch.zeros(width)) if qkv_bias and not key_bias else None
+        self.q_bias = nn.Parameter(torch.zeros(width)) if query_value_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(width)) if query_value_bias else None
         # Swin V2: per-head temperature of the cosine similarity, exp(logit_scale) capped at 100, init 10
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0))) if cosine else None
         self.relative_position_bias = make_position_bias(
