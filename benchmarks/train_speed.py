@@ -34,9 +34,12 @@ import torch.nn.functional as F
 
 from gridattn.models import HMANet, hmanet_config, to_official_state_dict
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, also when imported
+from cuda_kernels import PATTERNS  # noqa: E402  (the attention-kernel name patterns)
+from hmanet_speed import synchronize  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BASES = ("official", "fp32", "corrected", "tf32", "bf16")
-KERNEL_PATTERNS = ("fmha", "flash", "attention", "softmax", "cudnn", "efficient")
 
 
 def config_of(preset: str, scale: int):
@@ -130,11 +133,6 @@ def batches(config, batch: int, patch: int, device: torch.device, count: int) ->
     return out
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def compare(runners: list[Runner], lr: torch.Tensor, hr: torch.Tensor) -> dict[str, str]:
     """First step of every variant against the first variant's: loss and gradients."""
     base_loss, base_grads = runners[0].first_gradients(lr, hr)
@@ -158,7 +156,7 @@ def kernels(runner: Runner, lr: torch.Tensor, hr: torch.Tensor) -> list[str]:
         synchronize(runner.device)
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     total = sum(e.device_time_total for e in events)
-    hits = [e for e in events if any(p in e.key.lower() for p in KERNEL_PATTERNS)]
+    hits = [e for e in events if any(p in e.key.lower() for p in PATTERNS)]
     hits.sort(key=lambda e: -e.device_time_total)
     return [f"{e.device_time_total / total:6.1%}  {e.key[:110]}" for e in hits]
 
