@@ -12,6 +12,16 @@ class InputError(ValueError):
     """
 
 
+class CheckpointError(InputError):
+    """A checkpoint cannot be read or does not fit its model: the message names the file and lists missing,
+    unexpected and mis-shaped keys."""
+
+
+class LayoutAssumedWarning(UserWarning):
+    """A checkpoint's weights fit more than one layout (the official code's and a trainer's that differ only in
+    a constant, such as neosr's RGB mean): the warning says which one was assumed and how to choose the other."""
+
+
 def one_line(error: BaseException, *, first: bool = False) -> str:
     """``error``'s message on one line: its non-empty lines joined by ``"; "`` (only the first with
     ``first=True``), or the error type's name when the message is empty."""

@@ -28,6 +28,62 @@ def _stub_basicsr() -> None:
     sys.modules.update(modules)
 
 
+def _stub_timm() -> None:
+    """``timm.models.layers`` with the three names SwinIR's file imports (timm needs torchvision)."""
+    if "timm.models.layers" in sys.modules:
+        return
+    _stub_basicsr()
+    names = ("timm", "timm.models", "timm.models.layers")
+    modules = {name: types.ModuleType(name) for name in names}
+    util = sys.modules["basicsr.archs.arch_util"]
+    modules["timm.models.layers"].to_2tuple = util.to_2tuple
+    modules["timm.models.layers"].trunc_normal_ = util.trunc_normal_
+    modules["timm.models.layers"].DropPath = _DropPath
+    sys.modules.update(modules)
+
+
+class _DropPath(torch.nn.Module):
+    """The identity in eval, as every comparison here runs (stochastic depth in training is not compared)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.p > 0:
+            keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
+            return x * keep / (1 - self.p)
+        return x
+
+
+def load_module(path: Path, name: str) -> types.ModuleType:
+    """A Python file of an official checkout as a module, its BasicSR / timm imports stubbed."""
+    if not path.is_file():
+        raise SystemExit(f"no {path}: not a checkout of the official repository")
+    _stub_basicsr()
+    _stub_timm()
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_swinir_arch(checkout: str | Path) -> types.ModuleType:
+    """The official ``models/network_swinir.py`` of a checkout of JingyunLiang/SwinIR as a module."""
+    return load_module(Path(checkout) / "models" / "network_swinir.py", "network_swinir")
+
+
+def official_swinir(arch: types.ModuleType, config) -> torch.nn.Module:
+    """An official ``SwinIR`` with a :class:`~gridattn.models.SwinIRConfig`'s hyper-parameters (eval mode)."""
+    return arch.SwinIR(
+        upscale=config.scale, in_chans=config.in_channels, img_size=config.img_size, window_size=config.window_size,
+        img_range=config.img_range, depths=list(config.depths), embed_dim=config.embed_dim,
+        num_heads=list(config.num_heads), mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias,
+        upsampler="" if config.upsampler == "none" else config.upsampler, resi_connection=config.resi_connection,
+        drop_path_rate=config.drop_path_rate,
+    ).eval()
+
+
 def load_official_arch(checkout: str | Path) -> types.ModuleType:
     """The official ``hma/archs/hma_arch.py`` of ``checkout`` as a module."""
     path = Path(checkout) / "hma" / "archs" / "hma_arch.py"

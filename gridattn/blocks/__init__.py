@@ -3,5 +3,6 @@
 from .fab import FAB
 from .gab import GAB
 from .rhtb import RHTB
+from .rstb import RSTB
 
-__all__ = ["FAB", "GAB", "RHTB"]
+__all__ = ["FAB", "GAB", "RHTB", "RSTB"]

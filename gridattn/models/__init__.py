@@ -1,22 +1,39 @@
-"""Models built from gridattn's blocks."""
+"""Models built from gridattn's blocks, and the one interface every consumer reads them through.
 
+:mod:`~gridattn.models.registry` names the architectures (HMANet, SwinIR, HAT); :func:`load_model` reads any
+of their files, :func:`save_model` writes gridattn's format.
+"""
+
+from .._errors import CheckpointError, LayoutAssumedWarning
 from .checkpoint import (
-    CheckpointError,
     from_official_state_dict,
     hmanet_from_state_dict,
     infer_config,
     load_hmanet,
-    resolve_checkpoint,
     save_hmanet,
     to_official_state_dict,
 )
+from .config import ModelConfig
+from .files import load_model, resolve_checkpoint, save_model
 from .hmanet import HMANet, HMANetConfig, hmanet_config, hmanet_x2, hmanet_x3, hmanet_x4
+from .swinir import SwinIR, SwinIRConfig, swinir_config
+from .registry import Architecture, architecture_of, architectures, build_model, config_from_dict, get_architecture
 
 __all__ = [
+    "Architecture",
     "CheckpointError",
     "HMANet",
     "HMANetConfig",
+    "LayoutAssumedWarning",
+    "SwinIR",
+    "SwinIRConfig",
+    "ModelConfig",
+    "architecture_of",
+    "architectures",
+    "build_model",
+    "config_from_dict",
     "from_official_state_dict",
+    "get_architecture",
     "hmanet_config",
     "hmanet_from_state_dict",
     "hmanet_x2",
@@ -24,7 +41,10 @@ __all__ = [
     "hmanet_x4",
     "infer_config",
     "load_hmanet",
+    "load_model",
     "resolve_checkpoint",
     "save_hmanet",
+    "save_model",
+    "swinir_config",
     "to_official_state_dict",
 ]

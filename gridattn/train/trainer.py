@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .._errors import one_line
 from ..evaluation import evaluate
-from ..models.checkpoint import (
+from ..models.files import (
     STAGE_MODEL_FILE,
     TRAINER_CHECKPOINT_FILE,
     CheckpointError,

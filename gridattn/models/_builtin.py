@@ -1,0 +1,18 @@
+"""The architectures that come with gridattn, registered in :mod:`gridattn.models.registry`."""
+
+from __future__ import annotations
+
+from . import hmanet, hmanet_layout, swinir, swinir_layout
+from .registry import Architecture, register
+
+register(Architecture(
+    name="hmanet", title="HMANet", config_class=hmanet.HMANetConfig, model_class=hmanet.HMANet,
+    presets={size: (lambda scale, size=size: hmanet.hmanet_config(scale, size)) for size in hmanet.PRESETS},
+    layouts=hmanet_layout.LAYOUTS, infer_config=hmanet_layout.infer_config,
+    choose_layout=hmanet_layout.choose_layout, migrate_own_keys=hmanet_layout.migrate_own_keys,
+))
+register(Architecture(
+    name="swinir", title="SwinIR", config_class=swinir.SwinIRConfig, model_class=swinir.SwinIR,
+    presets={size: (lambda scale, size=size: swinir.swinir_config(scale, size)) for size in swinir.PRESETS},
+    layouts=swinir_layout.LAYOUTS, infer_config=swinir_layout.infer_config,
+))
