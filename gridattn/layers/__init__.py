@@ -5,6 +5,7 @@ from .channel_attention import ChannelAttention, ConvChannelAttention
 from .fused_conv import FusedConv
 from .grid_attention import GridAttention
 from .mlp import Mlp
+from .overlapping_attention import OverlappingCrossAttention
 from .position import ContinuousPositionBias, DynamicPositionBias, PositionBias, RelativePositionBias
 from .residual import DropPath, PostNorm, PreNorm
 from .window_attention import WindowAttention
@@ -18,6 +19,7 @@ __all__ = [
     "FusedConv",
     "GridAttention",
     "Mlp",
+    "OverlappingCrossAttention",
     "PositionBias",
     "PostNorm",
     "PreNorm",
