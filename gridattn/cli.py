@@ -11,19 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from ._arguments import Parser, non_negative_int, positive_int
-from ._errors import InputError, one_line
+from ._errors import InputError, LayoutAssumedWarning, one_line
 from .data import IMAGE_SUFFIXES, benchmark_pairs, list_images, read_image, write_image
 from .evaluation import evaluate
 from .inference import upscale
-from .models import load_hmanet
+from .models import architectures, load_model
 
-CHECKPOINT_HELP = ("HMANet checkpoint: .safetensors / .pth, an official release, a trainer's last.pt, or a training "
-                   "stage folder (its model.safetensors)")
+CHECKPOINT_HELP = (f"model checkpoint ({', '.join(a.title for a in architectures().values())}): .safetensors / .pth "
+                   "written by gridattn, an official release, a trainer's last.pt, or a training stage folder (its "
+                   "model.safetensors)")
+LAYOUT_HELP = ("layout of a checkpoint without gridattn's configuration: official (default) or neosr (HMA files "
+               "trained with neosr, RGB mean 0.5)")
 
 
 class UserError(Exception):
@@ -36,17 +40,26 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load_model(path: str, scale: int | None, device: torch.device):
+def _load_model(args, scale: int | None, device: torch.device):
+    """The model of ``--checkpoint`` (and ``--layout``); a layout assumed for an ambiguous file is said on stderr."""
     try:
-        return load_hmanet(path, map_location=device, scale=scale)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LayoutAssumedWarning)
+            model = load_model(args.checkpoint, map_location=device, scale=scale, layout=args.layout)
     except ImportError as error:  # reading .safetensors without safetensors; checkpoint errors are input errors
         raise UserError(str(error)) from None
+    for warning in caught:
+        if issubclass(warning.category, LayoutAssumedWarning):
+            print(f"gridattn: note: {args.checkpoint}: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model
 
 
 def _cmd_upscale(args) -> int:
     device = _device(args.device)
     files = list_images(*args.inputs)
-    model = _load_model(args.checkpoint, None, device)
+    model = _load_model(args, None, device)
     out = Path(args.output)
     single_file = len(files) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
     for path in files:
@@ -63,7 +76,7 @@ def _cmd_upscale(args) -> int:
 def _cmd_export_onnx(args) -> int:
     from .export import OnnxExportError, export_onnx, verify_onnx
 
-    model = _load_model(args.checkpoint, None, torch.device("cpu"))
+    model = _load_model(args, None, torch.device("cpu"))
     size = tuple(args.size)
     try:
         info = export_onnx(model, args.output, opset=args.opset, dynamic=args.dynamic, example_size=size)
@@ -101,7 +114,7 @@ def _cmd_info(args) -> int:
 def _cmd_evaluate(args) -> int:
     device = _device(args.device)
     benchmark_pairs(args.hr, args.scale, args.lr)  # folder errors before the model is loaded
-    model = None if args.bicubic else _load_model(args.checkpoint, args.scale, device)
+    model = None if args.bicubic else _load_model(args, args.scale, device)
     result = evaluate(model, args.hr, args.scale, lr_folder=args.lr, tile=args.tile, tile_overlap=args.tile_overlap,
                       self_ensemble=args.self_ensemble)
     if args.json:
@@ -119,7 +132,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="gridattn", description="Super-resolution with HMANet.")
+    parser = Parser(prog="gridattn", description="Super-resolution with HMANet, SwinIR and HAT.")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -132,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="PSNR / SSIM (Y channel) on a folder of high-resolution images")
     ev.add_argument("--hr", required=True, help="folder of high-resolution images")
-    ev.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
+    ev.add_argument("--scale", type=int, required=True, choices=(2, 3, 4, 8))
     method = ev.add_mutually_exclusive_group(required=True)
     method.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic upsampling (the baseline)")
@@ -154,13 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.launch import add_train_arguments
 
     add_train_arguments(commands.add_parser(
-        "train", help="train HMANet with the staged recipe (x2 -> x3 -> x2/x4 -> fine-tunes); each stage folder "
+        "train", help="train a model (--arch, default HMANet) with the staged recipe (x2 -> x3 -> x2/x4 -> fine-tunes); each stage folder "
         "ends with model.safetensors")).set_defaults(run=_cmd_train)
 
     info = commands.add_parser("info", help="versions, devices, and which attention backends and dtypes run")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=_cmd_info)
 
+    for sub in (up, ev, onnx):
+        sub.add_argument("--layout", choices=("official", "neosr"), default=None, help=LAYOUT_HELP)
     for sub in (up, ev):
         sub.add_argument("--tile", type=positive_int, default=None,
                          help="tile size in LR pixels (default: whole image)")

@@ -1,4 +1,4 @@
-"""Export HMANet to ONNX and check an exported file against PyTorch with onnxruntime.
+"""Export a gridattn model (HMANet, SwinIR, HAT) to ONNX and check an exported file against PyTorch with onnxruntime.
 
 :func:`export_onnx` traces the model with ``torch.export`` (the "dynamo" ONNX exporter, ``torch.onnx.export(...,
 dynamo=True)``) and writes one self-contained ``.onnx`` file with input ``"lr"`` ``(B, C, H, W)`` and output ``"sr"``
@@ -40,12 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ._errors import InputError
 from ._version import __version__
 from .functional._checks import check_positive, to_pair
 from .functional.backends import use_backend
-from .models.hmanet import HMANet
+from .layers import set_attention_options
+from .models.registry import architecture_of
 
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
@@ -167,8 +169,7 @@ def _check_torch() -> None:
 
 
 def _check_arguments(model, opset, batch_size, attention_backend) -> None:
-    if not isinstance(model, HMANet):
-        raise TypeError(f"export_onnx exports a gridattn HMANet, got {type(model).__name__}")
+    architecture_of(model)  # TypeError for anything but a gridattn model
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= _max_opset():
         raise InputError(f"opset must be an int in [{MIN_OPSET}, {_max_opset()}] (the range the torch.onnx "
                          f"dynamo exporter supports), got {opset!r}")
@@ -178,10 +179,10 @@ def _check_arguments(model, opset, batch_size, attention_backend) -> None:
                          f"got {attention_backend!r}")
 
 
-def _metadata(model: HMANet, dynamic: bool, input_shape) -> dict[str, str]:
+def _metadata(model: nn.Module, dynamic: bool, input_shape) -> dict[str, str]:
     config = model.config
     return {
-        f"{METADATA_PREFIX}model": "HMANet",
+        f"{METADATA_PREFIX}model": architecture_of(model).title,
         f"{METADATA_PREFIX}scale": str(config.scale),
         f"{METADATA_PREFIX}config": json.dumps(config.to_dict(), sort_keys=True),
         f"{METADATA_PREFIX}numerics": config.numerics,
@@ -220,7 +221,7 @@ def _name_dims(proto, input_name: str, output_name: str) -> None:
 
 
 def export_onnx(
-    model: HMANet,
+    model: nn.Module,
     path: str | os.PathLike,
     *,
     opset: int = DEFAULT_OPSET,
@@ -233,7 +234,7 @@ def export_onnx(
     """Write ``model`` as an ONNX file with input ``"lr"`` and output ``"sr"``.
 
     Args:
-        model: a gridattn :class:`~gridattn.models.HMANet` (any configuration, either numerics mode). It is
+        model: a gridattn model of any registered architecture (any configuration, either numerics mode). It is
             copied to CPU float32 in eval mode for tracing; the object passed is not changed.
         path: the ``.onnx`` file to write (parent folders are created).
         opset: ONNX opset, ``MIN_OPSET`` (18) up to what the installed torch supports (23 for torch 2.13).
@@ -256,7 +257,7 @@ def export_onnx(
     ``gridattn.input_shape``, ``gridattn.pad_multiple`` and ``gridattn.version``.
 
     Raises:
-        TypeError: ``model`` is not an HMANet.
+        TypeError: ``model`` is not a gridattn model.
         ValueError: ``opset`` outside ``[MIN_OPSET, max]``, a bad ``example_size`` (or, when dynamic, one not
             above ``pad_multiple``), ``batch_size``, ``attention_backend`` or ``dynamic``.
         ImportError: onnx or onnxscript is not installed (the message gives the pip command).
@@ -268,7 +269,7 @@ def export_onnx(
         raise ValueError(f"dynamic must be a bool, got {dynamic!r}")
     multiple = model.config.pad_multiple
     if dynamic and min(height, width) <= multiple:
-        raise ValueError(f"a dynamic export needs example_size above the padding multiple {multiple} in both "
+        raise InputError(f"a dynamic export needs example_size above the padding multiple {multiple} in both "
                          f"dimensions (two windows per axis), got {(height, width)}: tracing a single window "
                          "would fix sizes that must stay symbolic")
     (onnx,) = _require("onnx")
@@ -279,15 +280,11 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
 
     module = copy.deepcopy(model).to("cpu", torch.float32).eval()  # bias caches are not copied
-    for layer in module.modules():
-        if hasattr(layer, "backend"):  # layers built with an explicit backend follow the export's too
-            layer.backend = attention_backend
-        if dynamic and hasattr(layer, "max_scores"):
-            # the attention layers loop over blocks of windows / queries (functional.blocked); with symbolic sizes
-            # the loop would be traced with the example's number of blocks (one), and the graph would attend to
-            # only the first block's windows of a larger image (onnxruntime failed beyond 42 windows of 16x16,
-            # e.g. a 112x112 input of the official model): one block of any size instead
-            layer.max_scores = UNBOUNDED_SCORES
+    # layers built with an explicit backend follow the export's too. With symbolic sizes the attention layers'
+    # loop over blocks of windows / queries (functional.blocked) would be traced with the example's number of
+    # blocks (one), and the graph would attend to only the first block's windows of a larger image (onnxruntime
+    # failed beyond 42 windows of 16x16, e.g. a 112x112 input of the official HMANet): one block of any size instead
+    set_attention_options(module, backend=attention_backend, max_scores=UNBOUNDED_SCORES if dynamic else None)
     batch = 2 if dynamic else batch_size
     example = torch.rand(batch, model.config.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     dynamic_shapes = None
@@ -314,7 +311,7 @@ def export_onnx(
     metadata = _metadata(model, dynamic, input_shape)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata)
-    proto.doc_string = (f"gridattn {__version__} HMANet x{model.config.scale} ({model.config.numerics} numerics): "
+    proto.doc_string = (f"gridattn {__version__} {architecture_of(model).title} x{model.config.scale} ({model.config.numerics} numerics): "
                         f"{INPUT_NAME} (B, C, H, W) float32 in [0, 1] -> {OUTPUT_NAME} (B, C, {model.config.scale}H, "
                         f"{model.config.scale}W)")
     onnx.save_model(proto, os.fspath(path))

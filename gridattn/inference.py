@@ -28,7 +28,7 @@ from .data.images import pil_pixels
 from .data.imresize import imresize
 from .layers import bias_cache
 from .memory import estimate_inference_memory
-from .models.hmanet import HMANet
+from .models.config import ModelConfig
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 MemoryEstimate = Callable[[int, int, int, torch.dtype], int]
@@ -56,9 +56,9 @@ class ModelSpec:
 
     @classmethod
     def of(cls, model: Model) -> ModelSpec:
-        """An :class:`~gridattn.models.HMANet`'s spec from its configuration (memory by
+        """The spec of a gridattn model (any registered architecture) from its configuration (memory by
         :func:`~gridattn.memory.estimate_inference_memory`); the defaults for any other model."""
-        if not isinstance(model, HMANet):
+        if not isinstance(getattr(model, "config", None), ModelConfig):
             return cls()
         config, device, _ = model.config, *_placement(model)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -306,7 +306,7 @@ def upscale(
         self_ensemble: average the 8 flips and rotations (x8 the time).
         batch_tiles: tiles run per model call.
         progress: show a progress bar.
-        check_memory: for models with a memory estimate (:class:`~gridattn.models.HMANet`:
+        check_memory: for models with a memory estimate (gridattn models:
             :func:`~gridattn.memory.estimate_inference_memory`), refuse up front an image (or tile) whose
             forward would not fit in the device's available memory.
         spec: what upscale needs to know of the model (input channels, padding multiple, scale, memory

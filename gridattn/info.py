@@ -59,14 +59,18 @@ def collect_info() -> dict:
     """The report as a dict (``gridattn info --json`` prints it).
 
     Keys: ``versions`` (gridattn, python, torch and optional packages: version or ``None``),
-    ``default_backend``, ``devices`` (per device: its name, and per dtype, per backend ``"ok"`` or the
+    ``default_backend``, ``models`` (per registered architecture: its title, presets and layouts), ``devices`` (per device: its name, and per dtype, per backend ``"ok"`` or the
     reason it does not run).
     """
     versions = {"gridattn": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "cuda (torch build)": torch.version.cuda or "none (CPU build)",
                 "cpu threads": str(torch.get_num_threads())}
     versions.update({name: _version(name) for name in _OPTIONAL_PACKAGES})
-    report: dict = {"versions": versions, "default_backend": get_default_backend(), "devices": {}}
+    from .models.registry import architectures
+
+    models = {arch.name: {"title": arch.title, "presets": sorted(arch.presets), "layouts": list(arch.layouts)}
+              for arch in architectures().values()}
+    report: dict = {"versions": versions, "default_backend": get_default_backend(), "models": models, "devices": {}}
     for device in devices():
         name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
                 else platform.processor() or platform.machine())
@@ -85,6 +89,10 @@ def format_info(report: dict) -> str:
     for name, version in report["versions"].items():
         lines.append(f"  {name:<{width}}  {version or 'not installed'}")
     lines.append(f"default attention backend: {report['default_backend']}")
+    lines.append("models:")
+    for name, entry in report["models"].items():
+        lines.append(f"  {name:<8} {entry['title']}: presets {', '.join(entry['presets'])}; "
+                     f"layouts {', '.join(entry['layouts'])}")
     for device, entry in report["devices"].items():
         lines.append(f"device {device} ({entry['name']}):")
         for dtype, backends in entry["attention"].items():

@@ -1,29 +1,83 @@
-"""How much memory an HMANet forward needs, computed from its configuration.
+"""How much memory a model's forward needs, measured by running it on the meta device.
 
 :func:`gridattn.inference.upscale` and the command line use it to refuse, before running, an image (or tile)
-whose forward cannot fit, with a tile size that does.
+whose forward cannot fit, with a tile size that does. Nothing is computed or allocated: the model of the
+configuration is built on PyTorch's ``meta`` device and run there, and every tensor its operations create is
+counted while it is alive. So the estimate follows the model's own code, whatever the architecture.
 """
 
 from __future__ import annotations
 
-import torch
+import functools
+import weakref
 
-from .functional.blocked import MAX_SCORES
-from .models.hmanet import HMANet, HMANetConfig
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .models.config import ModelConfig
+from .models.registry import build_model
 
 CUDA_WORKSPACES = 96 * 2**20
 """cuBLAS / cuDNN workspaces, which come from the same allocator as the tensors on CUDA."""
+MARGIN = 1.25
+"""The traced peak is multiplied by this: allocator rounding and fragmentation, kernels' scratch space."""
 
 
-def weight_bytes(config: HMANetConfig, dtype: torch.dtype = torch.float32) -> int:
-    """Bytes of an HMANet's parameters in ``dtype`` (counted on the meta device: nothing is allocated)."""
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of the storages that operations create while any tensor on them is alive; keeps the peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.references[key] -= 1
+        if not self.references[key]:
+            del self.references[key]
+            self.current -= self.sizes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                key = storage._cdata
+                if key not in self.references:
+                    self.references[key] = 0
+                    self.sizes[key] = storage.nbytes()
+                    self.current += self.sizes[key]
+                    self.peak = max(self.peak, self.current)
+                self.references[key] += 1
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def weight_bytes(config: ModelConfig, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of a model's parameters in ``dtype`` (counted on the meta device: nothing is allocated)."""
     with torch.device("meta"):
-        count = sum(p.numel() for p in HMANet(config).parameters())
+        count = sum(p.numel() for p in build_model(config).parameters())
     return count * dtype.itemsize
 
 
+@functools.lru_cache(maxsize=256)
+def traced_activation_bytes(config: ModelConfig, height: int, width: int, batch: int, dtype: torch.dtype) -> int:
+    """Peak bytes of the tensors a no-grad eval forward creates for a ``(batch, C, height, width)`` input (the
+    input included, the weights not), traced on the meta device. Cached per arguments
+    (``traced_activation_bytes.cache_clear()`` empties it)."""
+    with torch.device("meta"):
+        model = build_model(config).to(dtype).eval()
+    counter = _LiveBytes()
+    with torch.no_grad(), counter:
+        image = torch.empty(batch, config.in_channels, height, width, dtype=dtype, device="meta")
+        model(image)
+    return counter.peak
+
+
 def estimate_inference_memory(
-    config: HMANetConfig,
+    config: ModelConfig,
     height: int,
     width: int,
     *,
@@ -32,18 +86,15 @@ def estimate_inference_memory(
     device: torch.device | str = "cpu",
     weights: int | None = None,
 ) -> int:
-    """Bytes the first forward of an HMANet under ``torch.no_grad()`` needs at most for ``(batch, C, height, width)``.
+    """Bytes the first forward of a model under ``torch.no_grad()`` needs at most for ``(batch, C, height, width)``.
 
-    An upper estimate, calibrated on CUDA's allocator with the default attention backend (a CUDA test checks
-    that it lies between the measured peak and three times it). It counts the weights; the activations
-    (FusedConv's expanded maps, ``6 * embed_dim`` channels with a few alive at once, are the largest in the
-    body, the pixel-shuffle maps in the upsampler); the eval caches kept for this size (relative-position
-    biases, shift masks, grid biases of groups small enough to be built whole); the blocks of at most
-    :data:`~gridattn.functional.MAX_SCORES` score entries that large attentions are computed in; and on CUDA
-    :data:`CUDA_WORKSPACES`.
+    The weights, plus :data:`MARGIN` times the activations' peak traced on the meta device
+    (:func:`traced_activation_bytes`: the model's own operations, its padding, caches and attention blocks
+    included), plus :data:`CUDA_WORKSPACES` on CUDA. An upper estimate where attention runs in fused kernels
+    (the meta trace materialises the scores the math path would).
 
     Args:
-        config: the model's configuration.
+        config: the model's configuration (any registered architecture).
         height: input height in pixels (before padding).
         width: input width in pixels.
         batch: images per forward.
@@ -57,26 +108,8 @@ def estimate_inference_memory(
         >>> small < estimate_inference_memory(hmanet_config(4, "tiny"), 65, 64)   # padded to 72 x 64
         True
     """
-    c = config
-    itemsize = dtype.itemsize
-    multiple = c.pad_multiple
-    per_image = -(-height // multiple) * multiple * -(-width // multiple) * multiple  # padded tokens
-    tokens = batch * per_image
-    body = 28 * c.embed_dim  # channels alive at the FusedConv peak, residual streams and q/k/v copies
-    upsampler = c.upsample_features * (2 * c.scale ** 2 + 2) + 4 * c.in_channels * c.scale ** 2
-    activations = tokens * itemsize * max(body, upsampler)
-    window = c.window_size ** 2
-    group = per_image // c.interval ** 2  # tokens of one grid group
-    caches = 2 * per_image * window * 4  # shift masks (windows, N, N) of the FABs and of the GAB
-    scores = 0
-    for depth, heads in zip(c.depths, c.num_heads):
-        branch = heads // 2  # GAB's branches split the heads
-        caches += (depth * heads + 2 * branch) * window ** 2 * 4  # relative-position biases (heads, N, N)
-        if branch * group ** 2 <= MAX_SCORES:  # grid biases (heads, N, N) of both stages, else built per block
-            caches += 2 * branch * group ** 2 * 4
-        scores = max(scores, tokens * heads * window, tokens * branch * group)
-    blocks = 3 * 4 * min(scores, MAX_SCORES)  # bias + mask sums and float32 scores of one block
     if weights is None:
         weights = weight_bytes(config, dtype)
+    activations = traced_activation_bytes(config, height, width, batch, dtype)
     workspaces = CUDA_WORKSPACES if torch.device(device).type == "cuda" else 0
-    return weights + activations + caches + blocks + workspaces
+    return weights + int(MARGIN * activations) + workspaces

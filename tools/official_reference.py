@@ -84,6 +84,31 @@ def official_swinir(arch: types.ModuleType, config) -> torch.nn.Module:
     ).eval()
 
 
+def load_hat_arch(checkout: str | Path) -> types.ModuleType:
+    """The official ``hat/archs/hat_arch.py`` of a checkout of XPixelGroup/HAT as a module."""
+    return load_module(Path(checkout) / "hat" / "archs" / "hat_arch.py", "hat_arch")
+
+
+def official_hat(arch: types.ModuleType, config) -> torch.nn.Module:
+    """An official ``HAT`` with a :class:`~gridattn.models.HATConfig`'s hyper-parameters (eval mode)."""
+    return arch.HAT(
+        upscale=config.scale, in_chans=config.in_channels, img_size=64, window_size=config.window_size,
+        compress_ratio=config.compress_ratio, squeeze_factor=config.squeeze_factor, conv_scale=config.conv_scale,
+        overlap_ratio=config.overlap_ratio, img_range=config.img_range, depths=list(config.depths),
+        embed_dim=config.embed_dim, num_heads=list(config.num_heads), mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias, upsampler=config.upsampler, resi_connection=config.resi_connection,
+        drop_path_rate=config.drop_path_rate,
+    ).eval()
+
+
+def official_hat_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """HAT's test pipeline (``hat/models/hat_model.py``): reflection padding to the window, the model, crop."""
+    window, scale = model.window_size, model.upscale
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (0, (-w) % window, 0, (-h) % window), "reflect")
+    return model(padded)[..., :h * scale, :w * scale]
+
+
 def load_official_arch(checkout: str | Path) -> types.ModuleType:
     """The official ``hma/archs/hma_arch.py`` of ``checkout`` as a module."""
     path = Path(checkout) / "hma" / "archs" / "hma_arch.py"

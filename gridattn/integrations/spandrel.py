@@ -13,9 +13,11 @@ registry::
     sr = descriptor(image)                                # (1, 3, H, W) in [0, 1] -> (1, 3, 4H, 4W), clamped
 
 The model inside the descriptor (``descriptor.model``) is :class:`gridattn.models.HMANet`, configured by
-:func:`gridattn.models.checkpoint.infer_config` and filled by
-:func:`~gridattn.models.checkpoint.from_official_state_dict` (strict: a checkpoint that does not fit exactly
-raises :class:`~gridattn.models.checkpoint.CheckpointError` listing missing, unexpected and mis-shaped keys).
+:func:`gridattn.models.hmanet_layout.infer_config` and filled through the official layout (strict: a checkpoint
+that does not fit exactly raises :class:`~gridattn.models.CheckpointError` listing missing, unexpected and
+mis-shaped keys). spandrel's own SwinIR and HAT are left alone: only HMANet is registered here. Files from neosr
+have the official keys; spandrel cannot tell them apart, so they load with the official RGB mean (use
+:func:`load_descriptor` with ``layout="neosr"``).
 
 What spandrel passes on is only the state dict: it unwraps ``params_ema`` / ``params`` itself, drops every
 other top-level entry and ignores safetensors metadata. :func:`~gridattn.models.save_hmanet` therefore also
@@ -47,13 +49,13 @@ try:
         SizeRequirements,
         StateDict,
     )
-    from spandrel.util import KeyCondition
 except ImportError as error:  # pragma: no cover - exercised only without spandrel
     raise ImportError(
         "gridattn.integrations.spandrel needs spandrel: pip install 'gridattn[spandrel]' (spandrel imports "
         "torchvision, which must match the installed torch)"
     ) from error
 
+from ..models import hmanet_layout
 from ..models.checkpoint import hmanet_from_state_dict, load_hmanet
 from ..models.hmanet import HMANet, HMANetConfig
 
@@ -61,34 +63,14 @@ __all__ = ["ARCHITECTURE", "ARCH_ID", "HMANetArch", "detect", "load_descriptor",
 
 ARCH_ID = "HMANet"
 
-_RG = "layers.0.residual_group."
-# Keys every official-layout HMANet state dict has, whatever its size, scale, channels or qkv_bias. Together
-# they are HMANet's alone: HAT, ATD and SwinIR share the ``layers.N.residual_group`` / ``conv_first`` naming,
-# but none has a FusedConv as block 0 or a GAB with grid attention (checked against spandrel's MAIN_REGISTRY
-# in tests/test_spandrel.py). ``relative_position_index_SA`` is left out: gridattn does not need it.
-detect = KeyCondition.has_all(
-    "conv_first.weight",
-    "patch_embed.norm.weight",
-    _RG + "scale",
-    # block 0 of every RHTB is a FusedConv, block 1 the first FAB
-    _RG + "blocks.0.fused_conv.weight",
-    _RG + "blocks.0.se.fc1.weight",
-    _RG + "blocks.0.conv3_1x1.weight",
-    _RG + "blocks.1.qkv.weight",
-    _RG + "blocks.1.attn.relative_position_bias_table",
-    _RG + "blocks.1.mlp.fc1.weight",
-    # the GAB: window, shifted-window and grid branches on one qkv projection
-    _RG + "gab.qkv.weight",
-    _RG + "gab.window_attn.relative_position_bias_table",
-    _RG + "gab.window_attn_s.relative_position_bias_table",
-    _RG + "gab.grid_proj.weight",
-    _RG + "gab.grid_attn.attn_transform1.pos.pos_proj.weight",
-    _RG + "gab.grid_attn.attn_transform2.pos.pos_proj.weight",
-    "conv_after_body.weight",
-    "conv_before_upsample.0.weight",
-    "upsample.0.weight",
-    "conv_last.weight",
-)
+
+
+def detect(state: StateDict) -> bool:
+    """Whether ``state`` has the keys of HMANet's official layout (the layout's own signature:
+    :data:`gridattn.models.hmanet_layout.OFFICIAL`). They are HMANet's alone: HAT, ATD and SwinIR share the
+    ``layers.N.residual_group`` / ``conv_first`` naming, but none has a FusedConv as block 0 or a GAB with grid
+    attention (checked against spandrel's MAIN_REGISTRY in tests/test_spandrel.py)."""
+    return hmanet_layout.OFFICIAL.matches(state)
 
 
 def _tags(config: HMANetConfig) -> list[str]:
@@ -181,11 +163,13 @@ def load_descriptor(
     source: str | os.PathLike | Mapping[str, Any],
     *,
     map_location: str | torch.device = "cpu",
+    layout: str | None = None,
 ) -> ImageModelDescriptor[HMANet]:
     """A spandrel descriptor of the HMANet in ``source``, read by gridattn (no detection, no registry needed).
+    ``layout="neosr"`` reads an HMA file trained with neosr (see :func:`~gridattn.models.load_model`).
 
     Unlike ``spandrel.ModelLoader``, this keeps the ``gridattn_config`` stored by :func:`save_hmanet` (numerics,
     image skip, interval) and reads ``.safetensors`` metadata; otherwise the same as :meth:`HMANetArch.load`:
     official checkpoints (bare, ``params_ema``, ``params``) are configured from their shapes.
     """
-    return ARCHITECTURE.descriptor(load_hmanet(source, map_location=map_location))
+    return ARCHITECTURE.descriptor(load_hmanet(source, map_location=map_location, layout=layout))

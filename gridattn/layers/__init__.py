@@ -5,6 +5,7 @@ from .channel_attention import ChannelAttention, ConvChannelAttention
 from .fused_conv import FusedConv
 from .grid_attention import GridAttention
 from .mlp import Mlp
+from .options import set_attention_options
 from .overlapping_attention import OverlappingCrossAttention
 from .position import ContinuousPositionBias, DynamicPositionBias, PositionBias, RelativePositionBias
 from .residual import DropPath, PostNorm, PreNorm
@@ -26,5 +27,6 @@ __all__ = [
     "RelativePositionBias",
     "WindowAttention",
     "bias_cache",
+    "set_attention_options",
     "set_bias_cache",
 ]

@@ -15,6 +15,7 @@ from .checkpoint import (
 )
 from .config import ModelConfig
 from .files import load_model, resolve_checkpoint, save_model
+from .hat import HAT, HATConfig, hat_config
 from .hmanet import HMANet, HMANetConfig, hmanet_config, hmanet_x2, hmanet_x3, hmanet_x4
 from .swinir import SwinIR, SwinIRConfig, swinir_config
 from .registry import Architecture, architecture_of, architectures, build_model, config_from_dict, get_architecture
@@ -22,6 +23,8 @@ from .registry import Architecture, architecture_of, architectures, build_model,
 __all__ = [
     "Architecture",
     "CheckpointError",
+    "HAT",
+    "HATConfig",
     "HMANet",
     "HMANetConfig",
     "LayoutAssumedWarning",
@@ -34,6 +37,7 @@ __all__ = [
     "config_from_dict",
     "from_official_state_dict",
     "get_architecture",
+    "hat_config",
     "hmanet_config",
     "hmanet_from_state_dict",
     "hmanet_x2",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import hmanet, hmanet_layout, swinir, swinir_layout
+from . import hat, hat_layout, hmanet, hmanet_layout, swinir, swinir_layout
 from .registry import Architecture, register
 
 register(Architecture(
@@ -14,5 +14,10 @@ register(Architecture(
 register(Architecture(
     name="swinir", title="SwinIR", config_class=swinir.SwinIRConfig, model_class=swinir.SwinIR,
     presets={size: (lambda scale, size=size: swinir.swinir_config(scale, size)) for size in swinir.PRESETS},
-    layouts=swinir_layout.LAYOUTS, infer_config=swinir_layout.infer_config,
+    layouts=swinir_layout.LAYOUTS, infer_config=swinir_layout.infer_config, flagship="classical",
+))
+register(Architecture(
+    name="hat", title="HAT", config_class=hat.HATConfig, model_class=hat.HAT,
+    presets={size: (lambda scale, size=size: hat.hat_config(scale, size)) for size in hat.PRESETS},
+    layouts=hat_layout.LAYOUTS, infer_config=hat_layout.infer_config, flagship="hat",
 ))

@@ -143,7 +143,9 @@ def stored_config(stored: Any) -> ModelConfig:
     try:
         return config_from_dict(stored)
     except ValueError as error:
-        raise CheckpointError(f"{CONFIG_KEY!r} is not a valid model configuration: {error}") from None
+        name = stored.get("arch", "hmanet")
+        title = architectures()[name].title if name in architectures() else "model"
+        raise CheckpointError(f"{CONFIG_KEY!r} is not a valid {title} configuration: {error}") from None
 
 
 def check_tensors(state: Mapping[str, Any]) -> None:

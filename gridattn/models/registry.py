@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._errors import InputError
 from .config import ModelConfig
 from .layout import Layout
 
@@ -34,6 +35,7 @@ class Architecture:
         choose_layout: for a configuration inferred from a file without gridattn's metadata, the layout to
             assume and a sentence saying so, or ``None`` when only one layout fits.
         scale_specific: prefixes of gridattn keys that depend on the scale (not transferred between scales).
+        flagship: the preset of the paper's main model (what the staged recipe trains at full size).
         migrate_own_keys: ``(state, stored configuration dict) -> state`` renaming gridattn's own keys written
             by older versions (trainer checkpoints), or ``None``.
     """
@@ -46,7 +48,8 @@ class Architecture:
     layouts: Mapping[str, Layout]
     infer_config: Callable[[Mapping[str, torch.Tensor]], ModelConfig]
     choose_layout: Callable[[ModelConfig], tuple[str, str]] | None = None
-    scale_specific: tuple[str, ...] = ("reconstruction.",)
+    flagship: str = "official"
+    scale_specific: tuple[str, ...] = ("reconstruction.upsample.",)
     migrate_own_keys: Callable[[Mapping[str, Any], Any], Mapping[str, Any]] | None = None
 
     def preset(self, name: str, scale: int, **changes: Any) -> ModelConfig:
@@ -56,7 +59,7 @@ class Architecture:
             ValueError: an unknown preset, or a scale or change the architecture does not support.
         """
         if name not in self.presets:
-            raise ValueError(f"unknown {self.title} preset {name!r}; expected one of {sorted(self.presets)}")
+            raise InputError(f"unknown {self.title} preset {name!r}; expected one of {sorted(self.presets)}")
         return self.presets[name](scale).replace(**changes)
 
     def layout(self, name: str | None) -> Layout:
@@ -68,7 +71,7 @@ class Architecture:
         if name is None:
             return next(iter(self.layouts.values()))
         if name not in self.layouts:
-            raise ValueError(f"{self.title} has no layout {name!r}; its layouts: {', '.join(self.layouts)}")
+            raise InputError(f"{self.title} has no layout {name!r}; its layouts: {', '.join(self.layouts)}")
         return self.layouts[name]
 
 
@@ -95,7 +98,7 @@ def get_architecture(name: str) -> Architecture:
     """
     _load_builtin()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(_REGISTRY)}")
+        raise InputError(f"unknown architecture {name!r}; registered: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 

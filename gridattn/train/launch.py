@@ -18,6 +18,7 @@ import torch
 
 from .._arguments import positive_int
 from .._errors import InputError
+from ..models.registry import architectures
 from .recipe import RECIPES, StageResult, results_table, run_recipe
 
 BUNDLED_TRAIN = ("chelsea.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg", "hubble_deep_field.jpg",
@@ -53,11 +54,14 @@ def bundled_photos(output: Path) -> tuple[list[str], dict[str, str]]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the training run's arguments to ``parser`` (``--preset``, ``--data``, ``--eval``, ``--output``, ...)."""
+    parser.add_argument("--arch", choices=list(architectures()), default="hmanet",
+                        help="architecture to train (default hmanet)")
     parser.add_argument("--preset", choices=sorted(RECIPES), default="tiny", help="recipe (default tiny)")
     parser.add_argument("--data", nargs="+", help="HR training folders (both pre-training and fine-tuning)")
     parser.add_argument("--data-root", help="official preset: ROOT/imagenet (pre-training) and ROOT/DF2K (fine-tuning)")
     parser.add_argument("--eval", nargs="+", default=[], help="HR benchmark folders evaluated after every stage")
-    parser.add_argument("--output", default=None, help="output folder (default runs/<preset>)")
+    parser.add_argument("--output", default=None,
+                        help="output folder (default runs/<preset> for HMANet, runs/<arch>-<preset> otherwise)")
     parser.add_argument("--max-steps", type=positive_int,
                         help="cap on the steps of every stage (milestones scaled alike)")
     parser.add_argument("--numerics", choices=("corrected", "official"), default="corrected")
@@ -80,7 +84,7 @@ def launch(args: argparse.Namespace) -> list[StageResult]:
     """Run the recipe the parsed arguments describe, print the results table and return the results.
 
     Every stage folder ``<output>/<stage>`` ends with ``model.safetensors`` (the stage's EMA model: pass the
-    folder or the file to ``load_hmanet``, ``gridattn evaluate / upscale / export-onnx --checkpoint``) and
+    folder or the file to ``load_model``, ``gridattn evaluate / upscale / export-onnx --checkpoint``) and
     ``last.pt`` (resumable).
 
     Raises:
@@ -95,7 +99,8 @@ def launch(args: argparse.Namespace) -> list[StageResult]:
             recipe = recipe.with_scratch_control(args.scratch_control)
         except KeyError as error:
             raise LaunchError(error.args[0]) from None
-    output = Path(args.output or f"runs/{args.preset}")
+    arch = args.arch
+    output = Path(args.output or (f"runs/{args.preset}" if arch == "hmanet" else f"runs/{arch}-{args.preset}"))
     if output.exists() and not output.is_dir():
         raise LaunchError(f"--output {output} is a file, not a folder")
     if output.exists() and any(output.iterdir()) and not args.resume:
@@ -113,10 +118,10 @@ def launch(args: argparse.Namespace) -> list[StageResult]:
         eval_sets = eval_sets or bundled_eval
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
-        print(f"recipe {recipe.name}: {len(recipe.stages)} stages, model preset {recipe.model!r}, "
+        print(f"recipe {recipe.name}: {len(recipe.stages)} stages, {arch} preset {recipe.model!r}, "
               f"numerics {args.numerics}", flush=True)
     started = time.time()
-    results = run_recipe(recipe, folders, str(output), eval_sets=eval_sets, numerics=args.numerics,
+    results = run_recipe(recipe, folders, str(output), eval_sets=eval_sets, numerics=args.numerics, arch=arch,
                          max_steps=args.max_steps, device=args.device, progress=not args.quiet)
     if main:
         print()

@@ -1,4 +1,4 @@
-"""HMANet's staged pre-training recipe as data: a list of stages, each possibly initialised from another.
+"""HMANet's staged pre-training recipe (for any registered architecture) as data: a list of stages, each possibly initialised from another.
 
 Paper (DESIGN section 3): train x2 on ImageNet; initialise x3 from it and train; initialise x2 and x4 from the
 x3 model and train; fine-tune every scale on DF2K. Official hyper-parameters: L1 loss, Adam (0.9, 0.99),
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..evaluation import evaluate
-from ..models.checkpoint import load_hmanet
-from ..models.hmanet import hmanet_config
+from ..models.files import load_model
+from ..models.registry import get_architecture
 from .trainer import TrainConfig, train
 
 
@@ -196,6 +196,7 @@ def run_recipe(
     *,
     eval_sets: dict[str, str] | None = None,
     numerics: str = "corrected",
+    arch: str = "hmanet",
     max_steps: int | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -208,7 +209,10 @@ def run_recipe(
         output_dir: one sub-folder per stage: ``model.safetensors`` (its EMA model, what later stages start
             from and what to deploy), ``last.pt`` (resumable state), ``log.csv``.
         eval_sets: name -> HR folder, evaluated after each stage (model and MATLAB bicubic, Y-PSNR / SSIM).
-        numerics: HMANet numerics mode of the trained models.
+        numerics: numerics mode of the trained models.
+        arch: the architecture trained (a name of :func:`~gridattn.models.architectures`); the recipe's
+            ``model`` preset ``"official"`` stands for the architecture's flagship
+            (:attr:`~gridattn.models.Architecture.flagship`).
         max_steps: cap on each stage's steps (milestones scaled alike).
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         progress: show progress bars.
@@ -225,6 +229,8 @@ def run_recipe(
         ...                      eval_sets={"Set5": "Set5/HR"}, max_steps=20)   # doctest: +SKIP
         >>> print(results_table(results))                                       # doctest: +SKIP
     """
+    architecture = get_architecture(arch)
+    preset = architecture.flagship if recipe.model == "official" else recipe.model
     results = []
     bicubic: dict[tuple[str, int], tuple[float, float]] = {}  # (eval set, scale) -> scores, shared by stages
     for original in recipe.stages:
@@ -234,7 +240,7 @@ def run_recipe(
             raise ValueError(f"stage {stage.name} needs data {missing}; give folders for them")
         config = TrainConfig(
             output_dir=str(Path(output_dir) / stage.name),
-            model=hmanet_config(stage.scale, recipe.model, numerics),
+            model=architecture.preset(preset, stage.scale, numerics=numerics),
             data=tuple(f for name in stage.data for f in folders[name]),
             iterations=stage.iterations, lr=stage.lr, milestones=stage.milestones, gamma=stage.gamma,
             batch_size=stage.batch_size, patch_size=stage.patch_size, ema_decay=stage.ema_decay,
@@ -247,7 +253,7 @@ def run_recipe(
         started = time.time()
         train(config)
         seconds = time.time() - started
-        ema = load_hmanet(config.output_dir)  # the stage's model.safetensors
+        ema = load_model(config.output_dir)  # the stage's model.safetensors
         scores = {}
         for name, hr_folder in (eval_sets or {}).items():
             if (name, stage.scale) not in bicubic:

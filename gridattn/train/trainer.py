@@ -1,4 +1,4 @@
-"""Training one HMANet: L1, Adam, MultiStepLR, EMA, validation, logs, atomic checkpoints, exact resume, DDP.
+"""Training one model (any registered architecture): L1, Adam, MultiStepLR, EMA, validation, logs, atomic checkpoints, exact resume, DDP.
 
 Single process: ``train(TrainConfig(...))``. Several processes or machines: launch the same script with
 ``torchrun --nproc-per-node N script.py``; the trainer joins the process group torchrun describes (NCCL on CUDA,
@@ -27,16 +27,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from .._errors import one_line
+from .._errors import CheckpointError, one_line
 from ..evaluation import evaluate
-from ..models.files import (
-    STAGE_MODEL_FILE,
-    TRAINER_CHECKPOINT_FILE,
-    CheckpointError,
-    load_hmanet,
-    save_hmanet,
-)
-from ..models.hmanet import HMANet, HMANetConfig
+from ..models.config import ModelConfig
+from ..models.files import STAGE_MODEL_FILE, TRAINER_CHECKPOINT_FILE, load_model, save_model
+from ..models.registry import build_model, config_from_dict, get_architecture
 from .dataset import PairedDataset
 from .ema import ModelEMA
 from .transfer import transfer_weights
@@ -47,7 +42,7 @@ class TrainConfig:
     """One training run. ``batch_size`` is global (split over processes); steps count optimiser updates."""
 
     output_dir: str
-    model: HMANetConfig
+    model: ModelConfig
     data: tuple[str, ...]
     iterations: int
     lr: float = 2e-4
@@ -73,7 +68,8 @@ class TrainConfig:
     progress: bool = True
 
     def to_dict(self) -> dict:
-        """JSON-ready values; ``model`` as :meth:`HMANetConfig.to_dict` (what trainer checkpoints store)."""
+        """JSON-ready values; ``model`` as :meth:`~gridattn.models.ModelConfig.to_dict` (what trainer checkpoints
+        store)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         return {**values, "model": self.model.to_dict()}
@@ -82,7 +78,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """The configuration :meth:`to_dict` encoded."""
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**{**values, "model": HMANetConfig.from_dict(data["model"])})
+        return cls(**{**values, "model": config_from_dict(data["model"])})
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -115,7 +111,7 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], int]:
     """(EMA weights of a trainer checkpoint, stage folder or gridattn / official checkpoint; their scale)."""
-    model = load_hmanet(path)
+    model = load_model(path)
     return model.state_dict(), model.config.scale
 
 
@@ -174,7 +170,36 @@ def _gathered_rng(device: torch.device, procs: _Processes) -> dict:
     return {**own, "processes": states}
 
 
-def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device: torch.device,
+RUN_FIELDS = ("model", "data", "lr_data", "iterations", "lr", "milestones", "gamma", "batch_size", "patch_size",
+              "ema_decay", "grad_clip", "seed", "bf16", "init_from")
+"""The fields of a :class:`TrainConfig` that a resumed run must share with the run that saved the checkpoint."""
+
+
+def _check_same_run(config: TrainConfig, saved: dict | None, path: Path) -> None:
+    """Refuse to resume another run's checkpoint: name every field of :data:`RUN_FIELDS` that differs."""
+    if saved is None:
+        return
+    ours = config.to_dict()
+    if "model" in saved:  # compare decoded configurations: older encodings of the same model are the same run
+        try:
+            saved = {**saved, "model": config_from_dict(saved["model"]).to_dict()}
+        except ValueError as error:
+            raise CheckpointError(f"cannot resume from {path}: its model configuration is not valid ({error})") \
+                from None
+    differences = []
+    for name in RUN_FIELDS:
+        if name in saved and saved[name] != ours[name]:
+            if name == "model":
+                fields = sorted(k for k in ours["model"] if saved["model"].get(k) != ours["model"][k])
+                differences.append(f"model ({', '.join(f'{k}: saved {saved[name].get(k)!r}, now {ours[name][k]!r}' for k in fields)})")
+            else:
+                differences.append(f"{name}: saved {saved[name]!r}, now {ours[name]!r}")
+    if differences:
+        raise CheckpointError(f"cannot resume from {path}: it was saved by a run with other settings: "
+                              f"{'; '.join(differences)}. Resume with the same settings, or use another output folder")
+
+
+def _resume_or_initialise(config: TrainConfig, model: nn.Module, optimizer, device: torch.device,
                           procs: _Processes) -> tuple[int, ModelEMA]:
     """Restore model, optimiser, step, RNG and EMA from the output folder's checkpoint if there is one, else
     start from ``init_from``'s weights (or the model as built); return (step, EMA)."""
@@ -182,7 +207,8 @@ def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device:
     if not checkpoint_path.is_file():
         if config.init_from:
             weights, source_scale = _initial_weights(config.init_from)
-            report = transfer_weights(weights, model, same_scale=source_scale == config.model.scale)
+            report = transfer_weights(weights, model, same_scale=source_scale == config.model.scale,
+                                      scale_specific=get_architecture(config.model.arch).scale_specific)
             if procs.main:
                 print(f"initialised from {config.init_from}: {report}")
         _own_random_stream(config, procs.rank)
@@ -192,6 +218,11 @@ def _resume_or_initialise(config: TrainConfig, model: HMANet, optimizer, device:
     except Exception as error:
         raise CheckpointError(f"cannot resume from {checkpoint_path}: {one_line(error, first=True)} (remove it to "
                               "start the run over)") from error
+    _check_same_run(config, state.get("config"), checkpoint_path)
+    migrate = get_architecture(config.model.arch).migrate_own_keys
+    if migrate is not None:  # the module names of an older gridattn
+        state["model"] = migrate(state["model"], state["config"]["model"])
+        state["ema"] = migrate(state["ema"], state["config"]["model"])
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     rng, processes = state["rng"], state["rng"].get("processes")
@@ -291,11 +322,11 @@ def _step(net: nn.Module, optimizer, lr_batch: torch.Tensor, hr_batch: torch.Ten
     return loss
 
 
-def _save(config: TrainConfig, step: int, model: HMANet, ema: ModelEMA, optimizer, rng: dict) -> None:
-    """The deployable EMA model (``model.safetensors``, :func:`~gridattn.models.save_hmanet`) and the resumable
+def _save(config: TrainConfig, step: int, model: nn.Module, ema: ModelEMA, optimizer, rng: dict) -> None:
+    """The deployable EMA model (``model.safetensors``, :func:`~gridattn.models.save_model`) and the resumable
     checkpoint (``last.pt``: weights, EMA, optimiser, step, RNG states and the configuration)."""
     out = Path(config.output_dir)
-    _write_atomic(out / STAGE_MODEL_FILE, lambda path: save_hmanet(ema.module, path))
+    _write_atomic(out / STAGE_MODEL_FILE, lambda path: save_model(ema.module, path))
     state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
              "rng": rng, "config": config.to_dict()}
     _write_atomic(out / TRAINER_CHECKPOINT_FILE, lambda path: torch.save(state, path))
@@ -305,7 +336,7 @@ def train(config: TrainConfig) -> dict:
     """Run (or resume) training.
 
     Every ``checkpoint_every`` steps and at the end, the output folder gets ``model.safetensors`` (the EMA
-    model, loadable by :func:`~gridattn.models.load_hmanet`, the command line, ONNX export and spandrel) and
+    model, loadable by :func:`~gridattn.models.load_model`, the command line, ONNX export and spandrel) and
     ``last.pt`` (the resumable state); ``log.csv`` gets a row every ``log_every`` steps.
 
     Returns:
@@ -317,7 +348,7 @@ def train(config: TrainConfig) -> dict:
     if procs.main:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model = HMANet(config.model).to(device)
+    model = build_model(config.model).to(device)
     model.grad_checkpointing = config.grad_checkpointing
     dataset = PairedDataset(config.data, config.model.scale, config.patch_size, config.model.pad_multiple,
                             length=config.iterations * config.batch_size, lr_folders=config.lr_data, seed=config.seed)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-# HMANet's upsampler depends on the scale (x2: one conv 64->256, x4: two, x3: one conv 64->576)
-SCALE_SPECIFIC_PREFIXES = ("upsample.",)
-"""State-dict key prefixes that depend on the scale and are not transferred between scales."""
+# the pixel-shuffle upsampler depends on the scale (x2: one conv 64->256, x4: two, x3: one conv 64->576)
+SCALE_SPECIFIC_PREFIXES = ("reconstruction.upsample.",)
+"""State-dict key prefixes that depend on the scale and are not transferred between scales (the default of
+:func:`transfer_weights`; each architecture names its own in :attr:`~gridattn.models.Architecture.scale_specific`)."""
 
 
 @dataclass
@@ -32,7 +33,8 @@ class TransferReport:
 
 
 def transfer_weights(
-    source: Mapping[str, torch.Tensor], target: nn.Module, *, same_scale: bool = False
+    source: Mapping[str, torch.Tensor], target: nn.Module, *, same_scale: bool = False,
+    scale_specific: tuple[str, ...] = SCALE_SPECIFIC_PREFIXES,
 ) -> TransferReport:
     """Copy every tensor of ``source`` (a state dict) into ``target``; the scale-specific upsampler only when
     ``same_scale`` (a fine-tune of the same scale keeps its trained upsampler).
@@ -44,6 +46,7 @@ def transfer_weights(
         source: a state dict in gridattn's layout (e.g. ``ema.state_dict()`` of the previous stage).
         target: the model to initialise, modified in place.
         same_scale: also copy the upsampler (a fine-tune of the same scale).
+        scale_specific: key prefixes that depend on the scale (the architecture's ``scale_specific``).
 
     Returns:
         The report of copied and skipped keys.
@@ -60,7 +63,7 @@ def transfer_weights(
     own = target.state_dict()
     updated = {}
     for key, value in own.items():
-        if key.startswith(SCALE_SPECIFIC_PREFIXES) and not same_scale:
+        if key.startswith(scale_specific) and not same_scale:
             report.skipped[key] = "upsampler (depends on the scale)"
         elif key not in source:
             report.skipped[key] = "not in the source model"
