@@ -29,7 +29,7 @@ def test_tiny_recipe_smoke_run_resumes_and_prints_the_table(tmp_path):
     assert [row.split("|")[1].strip() for row in rows] == [
         "x2_pretrain", "x3_pretrain", "x2_from_x3", "x4_from_x3", "x2_finetune", "x3_finetune", "x4_finetune"]
     assert all("| Set |" in row for row in rows)
-    assert "skipped upsample.0.weight: upsampler" in result.stdout
+    assert "skipped reconstruction.upsample.0.weight: upsampler" in result.stdout
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode != 0 and "--resume" in refused.stderr
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True)

@@ -85,12 +85,13 @@ def test_transfer_copies_everything_but_the_upsampler():
     report = transfer_weights(source.state_dict(), target)
     after = target.state_dict()
     for key, value in after.items():
-        if key.startswith("upsample."):
+        if key.startswith("reconstruction.upsample."):
             assert torch.equal(value, before[key]) and "upsampler" in report.skipped[key]
         else:
             assert torch.equal(value, source.state_dict()[key]) and key in report.copied
-    assert {k for k in report.skipped if k.startswith("upsample.")} == (
-        {k for k in source.state_dict() if k.startswith("upsample.")} | {k for k in after if k.startswith("upsample.")}
+    assert {k for k in report.skipped if k.startswith("reconstruction.upsample.")} == (
+        {k for k in source.state_dict() if k.startswith("reconstruction.upsample.")}
+        | {k for k in after if k.startswith("reconstruction.upsample.")}
     )
     # a fine-tune of the same scale keeps the trained upsampler
     same = HMANet(hmanet_config(3, "tiny"))

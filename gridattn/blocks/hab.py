@@ -101,7 +101,9 @@ class RHAG(nn.Module):
         num_heads: attention heads of the HABs and the OCAB.
         window_size: attention window.
         overlap_ratio: the OCAB's overlap.
-        compress_ratio, squeeze_factor, conv_scale: the HABs' CAB branch.
+        compress_ratio: the HABs' CAB compression.
+        squeeze_factor: the HABs' CAB squeeze ratio.
+        conv_scale: weight of the HABs' CAB branch.
         mlp_ratio: hidden width of the MLPs relative to ``dim``.
         qkv_bias: bias in the query/key/value projections.
         drop_path: stochastic-depth probability of each HAB, a float or one value per HAB.

@@ -263,6 +263,11 @@ class ContinuousPositionBias(PositionBias):
         return f"num_heads={self.num_heads}, style={self.style!r}"
 
 
+def dynamic_bias_width(attention_dim: int) -> int:
+    """The default width of a ``"dynamic"`` bias MLP: ``max(4, attention_dim // 16)``."""
+    return max(4, attention_dim // 16)
+
+
 def make_position_bias(
     kind: str,
     *,
@@ -297,5 +302,5 @@ def make_position_bias(
                              "use 'dynamic' or 'continuous' for groups that change with the map")
         return RelativePositionBias(window_size, num_heads)
     if kind == "dynamic":
-        return DynamicPositionBias(num_heads, max(4, attention_dim // 16) if hidden_dim is None else hidden_dim)
+        return DynamicPositionBias(num_heads, dynamic_bias_width(attention_dim) if hidden_dim is None else hidden_dim)
     return ContinuousPositionBias(num_heads, 512 if hidden_dim is None else hidden_dim)

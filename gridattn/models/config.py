@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
-C = TypeVar("C", bound="ModelConfig")
+_C = TypeVar("_C", bound="ModelConfig")
 
 SR_SCALES = (1, 2, 3, 4, 8)
 """Every upscaling factor some architecture supports (1: restoration at the input size)."""
@@ -39,7 +39,7 @@ class ModelConfig:
         are multiples of it)."""
         raise NotImplementedError
 
-    def replace(self: C, **changes: Any) -> C:
+    def replace(self: _C, **changes: Any) -> _C:
         """A copy with ``changes`` applied (``dataclasses.replace``), validated again."""
         return dataclasses.replace(self, **changes)
 
@@ -50,7 +50,7 @@ class ModelConfig:
         return {"arch": self.arch, "version": self.version, **encoded}
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+    def from_dict(cls: type[_C], data: Mapping[str, Any]) -> _C:
         """The configuration encoded by :meth:`to_dict`.
 
         Raises:

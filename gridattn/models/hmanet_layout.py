@@ -11,6 +11,7 @@ import torch
 
 from .._errors import CheckpointError
 from ..functional.position import relative_position_index
+from ..layers.position import dynamic_bias_width
 from .hmanet import HMANetConfig
 from .layout import Layout, MergedRows
 
@@ -133,7 +134,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
         mlp_ratio=fc1.shape[0] / embed_dim,
         qkv_bias=f"{first}.blocks.1.qkv.bias" in state,
         upsample_features=int(feats),
-        grid_bias_dim=None if bias_dim == max(4, embed_dim // 2 // 16) else int(bias_dim),
+        grid_bias_dim=None if bias_dim == dynamic_bias_width(embed_dim // 2) else int(bias_dim),
         numerics="official",
     )
 

@@ -212,7 +212,7 @@ def run_recipe(
         numerics: numerics mode of the trained models.
         arch: the architecture trained (a name of :func:`~gridattn.models.architectures`); the recipe's
             ``model`` preset ``"official"`` stands for the architecture's flagship
-            (:attr:`~gridattn.models.Architecture.flagship`).
+            (``flagship`` of :class:`~gridattn.models.Architecture`).
         max_steps: cap on each stage's steps (milestones scaled alike).
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         progress: show progress bars.

@@ -11,7 +11,7 @@ from torch import nn
 # the pixel-shuffle upsampler depends on the scale (x2: one conv 64->256, x4: two, x3: one conv 64->576)
 SCALE_SPECIFIC_PREFIXES = ("reconstruction.upsample.",)
 """State-dict key prefixes that depend on the scale and are not transferred between scales (the default of
-:func:`transfer_weights`; each architecture names its own in :attr:`~gridattn.models.Architecture.scale_specific`)."""
+:func:`transfer_weights`; each architecture names its own in ``scale_specific`` of :class:`~gridattn.models.Architecture`)."""
 
 
 @dataclass
@@ -56,8 +56,8 @@ def transfer_weights(
         >>> from gridattn.train import transfer_weights
         >>> x3, x4 = HMANet(hmanet_config(3, "tiny")), HMANet(hmanet_config(4, "tiny"))
         >>> report = transfer_weights(x3.state_dict(), x4)
-        >>> sorted({key.split(".")[0] for key in report.skipped})
-        ['upsample']
+        >>> sorted({key.rsplit(".", 2)[0] for key in report.skipped})
+        ['reconstruction.upsample']
     """
     report = TransferReport()
     own = target.state_dict()
