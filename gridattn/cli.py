@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.launch import add_train_arguments
 
     add_train_arguments(commands.add_parser(
-        "train", help="train a model (--arch, default HMANet) with the staged recipe (x2 -> x3 -> x2/x4 -> fine-tunes); each stage folder "
+        "train", help="train a model (--arch, default HMANet) with the staged recipe (x2 -> x3 -> x2/x4 -> "
+        "fine-tunes); each stage folder "
         "ends with model.safetensors")).set_defaults(run=_cmd_train)
 
     info = commands.add_parser("info", help="versions, devices, and which attention backends and dtypes run")

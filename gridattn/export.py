@@ -311,7 +311,8 @@ def export_onnx(
     metadata = _metadata(model, dynamic, input_shape)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata)
-    proto.doc_string = (f"gridattn {__version__} {architecture_of(model).title} x{model.config.scale} ({model.config.numerics} numerics): "
+    proto.doc_string = (f"gridattn {__version__} {architecture_of(model).title} x{model.config.scale} "
+                        f"({model.config.numerics} numerics): "
                         f"{INPUT_NAME} (B, C, H, W) float32 in [0, 1] -> {OUTPUT_NAME} (B, C, {model.config.scale}H, "
                         f"{model.config.scale}W)")
     onnx.save_model(proto, os.fspath(path))

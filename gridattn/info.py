@@ -59,7 +59,8 @@ def collect_info() -> dict:
     """The report as a dict (``gridattn info --json`` prints it).
 
     Keys: ``versions`` (gridattn, python, torch and optional packages: version or ``None``),
-    ``default_backend``, ``models`` (per registered architecture: its title, presets and layouts), ``devices`` (per device: its name, and per dtype, per backend ``"ok"`` or the
+    ``default_backend``, ``models`` (per registered architecture: its title, presets and layouts), ``devices``
+    (per device: its name, and per dtype, per backend ``"ok"`` or the
     reason it does not run).
     """
     versions = {"gridattn": __version__, "python": platform.python_version(), "torch": torch.__version__,

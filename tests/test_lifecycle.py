@@ -1,5 +1,6 @@
-"""One trained model through every consumer: train a few steps, then evaluate, upscale, export to ONNX and load
-it again from the paths the trainer printed (spandrel: tests/test_spandrel.py, in its own venv)."""
+"""One trained model of each architecture through every consumer: train a few steps, then evaluate, upscale,
+export to ONNX and load it again from the paths the trainer printed (spandrel: tests/test_spandrel.py, in its own
+venv)."""
 
 import json
 import re
@@ -12,11 +13,17 @@ from gridattn.cli import main
 from gridattn.data import imresize, read_image, write_image
 from gridattn.inference import upscale
 from gridattn.metrics import psnr
-from gridattn.models import CheckpointError, HMANet, load_hmanet, to_official_state_dict
+from gridattn.models import CheckpointError, build_model, get_architecture, hat_config, load_model, swinir_config
 from gridattn.models.hmanet import hmanet_config
+from gridattn.models.layout import to_layout
 from gridattn.train import TrainConfig, train
 
-MICRO = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2,), numerics="official")
+_MICRO = dict(embed_dim=16, depths=(2,), num_heads=(2,), numerics="official")
+MICROS = {
+    "hmanet": hmanet_config(2, "tiny").replace(**_MICRO),
+    "swinir": swinir_config(2, "tiny").replace(**_MICRO),
+    "hat": hat_config(2, "tiny").replace(**_MICRO, squeeze_factor=4),
+}
 
 
 def _photos(folder, count, size, seed):
@@ -26,10 +33,11 @@ def _photos(folder, count, size, seed):
         write_image(folder / f"{i}.png", imresize(coarse, size=(size, size)))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A micro model trained 4 steps (official numerics, so that a wrong numerics mode would show), with the
-    paths the trainer printed."""
+@pytest.fixture(scope="module", params=list(MICROS))
+def trained(request, tmp_path_factory):
+    """A micro model of each architecture trained 4 steps (official numerics, so that a wrong numerics mode would
+    show), with the paths the trainer printed."""
+    MICRO = MICROS[request.param]
     root = tmp_path_factory.mktemp("lifecycle")
     _photos(root / "train", 2, 64, 0)
     _photos(root / "Set" / "HR", 2, 40, 1)
@@ -45,16 +53,17 @@ def trained(tmp_path_factory):
     match = re.search(r"model \(EMA weights\) (\S+), resumable checkpoint (\S+)", printed.getvalue())
     assert match, printed.getvalue()
     return {"root": root, "model": match.group(1), "checkpoint": match.group(2), "stage": str(root / "stage"),
-            "result": result}
+            "result": result, "config": MICRO}
 
 
 def test_the_printed_files_hold_the_trained_weights(trained):
+    MICRO = trained["config"]
     state = torch.load(trained["checkpoint"], weights_only=True)
     assert state["step"] == 4 and trained["result"]["model"] == trained["model"]
-    untrained = HMANet(MICRO).state_dict()
+    untrained = build_model(MICRO).state_dict()
     for weights, source in (("ema", trained["model"]), ("ema", trained["stage"]), ("ema", trained["checkpoint"]),
                             ("model", trained["checkpoint"]), ("model", trained["stage"])):
-        loaded = load_hmanet(source, weights=weights)
+        loaded = load_model(source, weights=weights)
         assert loaded.config == MICRO, (weights, source)
         expected = state[weights]
         assert all(torch.equal(loaded.state_dict()[k], expected[k]) for k in expected), (weights, source)
@@ -62,20 +71,20 @@ def test_the_printed_files_hold_the_trained_weights(trained):
     assert not torch.equal(state["ema"]["conv_first.weight"], state["model"]["conv_first.weight"])
     assert not torch.equal(state["ema"]["conv_first.weight"], untrained["conv_first.weight"])
     with pytest.raises(CheckpointError, match="weights='model' needs a trainer checkpoint"):
-        load_hmanet(trained["model"], weights="model")
+        load_model(trained["model"], weights="model")
     with pytest.raises(ValueError, match="weights must be one of"):
-        load_hmanet(trained["model"], weights="raw")
+        load_model(trained["model"], weights="raw")
 
 
 def test_a_folder_that_is_not_a_stage_is_refused(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a training stage folder"):
-        load_hmanet(tmp_path)
+        load_model(tmp_path)
     assert main(["evaluate", "--hr", str(trained["root"] / "Set" / "HR"), "--scale", "2",
                  "--checkpoint", str(tmp_path)]) == 2
 
 
 def test_evaluate_upscale_and_export_the_trained_model(trained, tmp_path, capsys):
-    model = load_hmanet(trained["model"])
+    model = load_model(trained["model"])
     hr_folder = trained["root"] / "Set" / "HR"
     # evaluate the stage folder: the scores of the EMA model, computed independently here
     assert main(["evaluate", "--hr", str(hr_folder), "--scale", "2", "--checkpoint", trained["stage"], "--json"]) == 0
@@ -96,7 +105,7 @@ def test_evaluate_upscale_and_export_the_trained_model(trained, tmp_path, capsys
 
     assert main(["export-onnx", "--checkpoint", trained["checkpoint"], "-o", str(tmp_path / "m.onnx"),
                  "--size", "16", "24"]) == 0
-    assert read_onnx_metadata(tmp_path / "m.onnx")["config"] == MICRO.to_dict()
+    assert read_onnx_metadata(tmp_path / "m.onnx")["config"] == trained["config"].to_dict()
     ((_, difference),) = verify_onnx(tmp_path / "m.onnx", model, [(16, 24)])
     assert difference < 1e-5
 
@@ -106,7 +115,8 @@ def test_the_official_code_layout_of_the_trained_model_round_trips(trained):
     from safetensors.torch import load_file
 
     stored = load_file(trained["model"])
-    official = to_official_state_dict(load_hmanet(trained["model"]))
+    model = load_model(trained["model"])
+    official = to_layout(model, get_architecture(model.config.arch).layout(None))
     assert set(official) == set(stored) - {"gridattn_config"}
     assert all(torch.equal(official[k], stored[k]) for k in official)
 

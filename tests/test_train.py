@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gridattn.data import imresize, write_image
-from gridattn.models import HMANet, hmanet_config
+from gridattn.models import CheckpointError, HMANet, hmanet_config
 from gridattn.train import ModelEMA, PairedDataset, TrainConfig, lr_at, train, transfer_weights
 
 MICRO = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2,))
@@ -360,3 +360,37 @@ def test_the_trainer_refuses_checkpoints_that_would_run_code(image_folder, tmp_p
     with pytest.raises(CheckpointError, match="cannot (resume from|read checkpoint)"):
         train(config)
     assert not (tmp_path / "gridattn-pwned").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(image_folder, tmp_path):
+    """A run resumed with another numerics mode (or learning rate) is refused, naming each difference; the same
+    settings resume."""
+    train(_config(tmp_path, image_folder, iterations=2))
+    other = _config(tmp_path, image_folder, iterations=2, model=MICRO.replace(drop_path_rate=0.1, numerics="official"))
+    with pytest.raises(CheckpointError, match=r"other settings: model \(numerics: saved 'corrected', now 'official'\)"):
+        train(other)
+    with pytest.raises(CheckpointError, match=r"lr: saved 0.0002, now 0.001"):
+        train(_config(tmp_path, image_folder, iterations=2, lr=1e-3))
+    train(_config(tmp_path, image_folder, iterations=2, max_steps=1))  # same run: resumes (nothing left to do)
+
+
+def test_a_trainer_checkpoint_of_gridattn_0_2_still_loads_and_resumes(image_folder, tmp_path):
+    """Checkpoints whose configuration has version 1 (no ``arch``) kept the upsampler at the top level
+    (``upsample.0.weight``); they load and resume under today's module names."""
+    from gridattn.models import load_model
+
+    train(_config(tmp_path, image_folder, iterations=2))
+    path = tmp_path / "last.pt"
+    state = torch.load(path, weights_only=True)
+    old = {k.removeprefix("reconstruction."): v for k, v in state["model"].items()}
+    assert "upsample.0.weight" in old
+    model_config = {k: v for k, v in state["config"]["model"].items() if k not in ("arch", "upsampler",
+                                                                                   "resi_connection")}
+    state.update(model=old, ema={k.removeprefix("reconstruction."): v for k, v in state["ema"].items()},
+                 config={**state["config"], "model": {**model_config, "version": 1}})
+    torch.save(state, path)
+    loaded = load_model(path, weights="model")
+    assert loaded.config == MICRO.replace(drop_path_rate=0.1)
+    assert torch.equal(loaded.state_dict()["reconstruction.upsample.0.weight"], old["upsample.0.weight"])
+    train(_config(tmp_path, image_folder, iterations=3))  # resumes the old checkpoint
+    assert torch.load(path, weights_only=True)["step"] == 3

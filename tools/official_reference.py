@@ -109,6 +109,27 @@ def official_hat_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     return model(padded)[..., :h * scale, :w * scale]
 
 
+def load_neosr_hma_arch(checkout: str | Path) -> types.ModuleType:
+    """neosr's ``neosr/archs/hma_arch.py`` of a checkout of neosr-project/neosr as a module; its imports of
+    neosr's option parser and registry are stubbed (``net_opt`` answers scale 4, not training)."""
+    if "neosr.archs.arch_util" not in sys.modules:
+        _stub_basicsr()
+        names = ("neosr", "neosr.archs", "neosr.archs.arch_util", "neosr.utils", "neosr.utils.registry")
+        modules = {name: types.ModuleType(name) for name in names}
+        util = sys.modules["basicsr.archs.arch_util"]
+        modules["neosr.archs.arch_util"].net_opt = lambda: (4, False)
+        modules["neosr.archs.arch_util"].to_2tuple = util.to_2tuple
+        modules["neosr.utils.registry"].ARCH_REGISTRY = sys.modules["basicsr.utils.registry"].ARCH_REGISTRY
+        sys.modules.update(modules)
+    path = Path(checkout) / "neosr" / "archs" / "hma_arch.py"
+    spec = importlib.util.spec_from_file_location("neosr_hma_arch", path)
+    if not path.is_file():
+        raise SystemExit(f"no {path}: not a checkout of neosr-project/neosr")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_official_arch(checkout: str | Path) -> types.ModuleType:
     """The official ``hma/archs/hma_arch.py`` of ``checkout`` as a module."""
     path = Path(checkout) / "hma" / "archs" / "hma_arch.py"

@@ -17,8 +17,8 @@ from .config import ModelConfig
 from .files import load_model, resolve_checkpoint, save_model
 from .hat import HAT, HATConfig, hat_config
 from .hmanet import HMANet, HMANetConfig, hmanet_config, hmanet_x2, hmanet_x3, hmanet_x4
-from .swinir import SwinIR, SwinIRConfig, swinir_config
 from .registry import Architecture, architecture_of, architectures, build_model, config_from_dict, get_architecture
+from .swinir import SwinIR, SwinIRConfig, swinir_config
 
 __all__ = [
     "Architecture",

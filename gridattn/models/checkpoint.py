@@ -28,7 +28,8 @@ def to_official_state_dict(model: HMANet) -> dict[str, torch.Tensor]:
 
 
 def from_official_state_dict(model: HMANet, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Convert an official-layout state dict to ``model``'s layout, strictly (:func:`~gridattn.models.layout.from_layout`)."""
+    """Convert an official-layout state dict to ``model``'s layout, strictly
+    (:func:`~gridattn.models.layout.from_layout`)."""
     return from_layout(model, state, hmanet_layout.OFFICIAL)
 
 

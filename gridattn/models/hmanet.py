@@ -14,8 +14,8 @@ from .sr import SRConfig, SRTransformer
 SCALES = (2, 3, 4)
 """Upscaling factors HMANet's pixel-shuffle upsampler supports."""
 CONFIG_VERSION = 2
-"""Version of :meth:`~gridattn.models.ModelConfig.to_dict`'s encoding of an HMANet: 2 adds ``"arch"`` (and the reconstruction's module
-names); dicts without ``"version"`` (gridattn 0.1) read as 0."""
+"""Version of :meth:`~gridattn.models.ModelConfig.to_dict`'s encoding of an HMANet: 2 adds ``"arch"`` (and the
+reconstruction's module names); dicts without ``"version"`` (gridattn 0.1) read as 0."""
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,8 @@ def from_layout(model: nn.Module, state: Mapping[str, torch.Tensor], layout: Lay
         elif layout._is_conv_1x1(key) and value.dim() == 4 and value.shape[2:] == (1, 1):
             value = value[:, :, 0, 0]
         if tuple(value.shape) != tuple(expected.shape):
-            misshaped.append(f"{source}: checkpoint {tuple(state[source].shape)}, model expects {tuple(expected.shape)}")
+            misshaped.append(f"{source}: checkpoint {tuple(state[source].shape)}, "
+                             f"model expects {tuple(expected.shape)}")
             continue
         converted[key] = value
         used.add(source)

@@ -1,4 +1,5 @@
-"""HMANet's staged pre-training recipe (for any registered architecture) as data: a list of stages, each possibly initialised from another.
+"""HMANet's staged pre-training recipe (for any registered architecture) as data: a list of stages, each possibly
+initialised from another.
 
 Paper (DESIGN section 3): train x2 on ImageNet; initialise x3 from it and train; initialise x2 and x4 from the
 x3 model and train; fine-tune every scale on DF2K. Official hyper-parameters: L1 loss, Adam (0.9, 0.99),

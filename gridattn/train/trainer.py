@@ -1,4 +1,5 @@
-"""Training one model (any registered architecture): L1, Adam, MultiStepLR, EMA, validation, logs, atomic checkpoints, exact resume, DDP.
+"""Training one model (any registered architecture): L1, Adam, MultiStepLR, EMA, validation, logs, atomic
+checkpoints, exact resume, DDP.
 
 Single process: ``train(TrainConfig(...))``. Several processes or machines: launch the same script with
 ``torchrun --nproc-per-node N script.py``; the trainer joins the process group torchrun describes (NCCL on CUDA,
@@ -170,9 +171,10 @@ def _gathered_rng(device: torch.device, procs: _Processes) -> dict:
     return {**own, "processes": states}
 
 
-RUN_FIELDS = ("model", "data", "lr_data", "iterations", "lr", "milestones", "gamma", "batch_size", "patch_size",
+RUN_FIELDS = ("model", "data", "lr_data", "lr", "milestones", "gamma", "batch_size", "patch_size",
               "ema_decay", "grad_clip", "seed", "bf16", "init_from")
-"""The fields of a :class:`TrainConfig` that a resumed run must share with the run that saved the checkpoint."""
+"""The fields of a :class:`TrainConfig` that a resumed run must share with the run that saved the checkpoint
+(``iterations`` may grow: a run can be extended)."""
 
 
 def _check_same_run(config: TrainConfig, saved: dict | None, path: Path) -> None:
@@ -191,7 +193,8 @@ def _check_same_run(config: TrainConfig, saved: dict | None, path: Path) -> None
         if name in saved and saved[name] != ours[name]:
             if name == "model":
                 fields = sorted(k for k in ours["model"] if saved["model"].get(k) != ours["model"][k])
-                differences.append(f"model ({', '.join(f'{k}: saved {saved[name].get(k)!r}, now {ours[name][k]!r}' for k in fields)})")
+                changed = ", ".join(f"{k}: saved {saved['model'].get(k)!r}, now {ours['model'][k]!r}" for k in fields)
+                differences.append(f"model ({changed})")
             else:
                 differences.append(f"{name}: saved {saved[name]!r}, now {ours[name]!r}")
     if differences:

@@ -11,7 +11,8 @@ from torch import nn
 # the pixel-shuffle upsampler depends on the scale (x2: one conv 64->256, x4: two, x3: one conv 64->576)
 SCALE_SPECIFIC_PREFIXES = ("reconstruction.upsample.",)
 """State-dict key prefixes that depend on the scale and are not transferred between scales (the default of
-:func:`transfer_weights`; each architecture names its own in ``scale_specific`` of :class:`~gridattn.models.Architecture`)."""
+:func:`transfer_weights`; each architecture names its own in ``scale_specific`` of
+:class:`~gridattn.models.Architecture`)."""
 
 
 @dataclass
