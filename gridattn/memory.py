@@ -15,6 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .functional._cache import _CACHES
 from .models.config import ModelConfig
 from .models.registry import build_model
 
@@ -63,10 +64,7 @@ def weight_bytes(config: ModelConfig, dtype: torch.dtype = torch.float32) -> int
 
 
 @functools.lru_cache(maxsize=256)
-def traced_activation_bytes(config: ModelConfig, height: int, width: int, batch: int, dtype: torch.dtype) -> int:
-    """Peak bytes of the tensors a no-grad eval forward creates for a ``(batch, C, height, width)`` input (the
-    input included, the weights not), traced on the meta device. Cached per arguments
-    (``traced_activation_bytes.cache_clear()`` empties it)."""
+def _traced(config: ModelConfig, height: int, width: int, batch: int, dtype: torch.dtype) -> int:
     with torch.device("meta"):
         model = build_model(config).to(dtype).eval()
     counter = _LiveBytes()
@@ -74,6 +72,16 @@ def traced_activation_bytes(config: ModelConfig, height: int, width: int, batch:
         image = torch.empty(batch, config.in_channels, height, width, dtype=dtype, device="meta")
         model(image)
     return counter.peak
+
+
+_CACHES.append(_traced)
+
+
+def traced_activation_bytes(config: ModelConfig, height: int, width: int, batch: int, dtype: torch.dtype) -> int:
+    """Peak bytes of the tensors a no-grad eval forward creates for a ``(batch, C, height, width)`` input (the
+    input included, the weights not), traced on the meta device. Cached per arguments
+    (:func:`~gridattn.functional.clear_caches` empties the cache)."""
+    return _traced(config, height, width, batch, dtype)
 
 
 def estimate_inference_memory(

@@ -10,6 +10,7 @@ from .backends import (
     unavailable_reason,
     use_backend,
 )
+from ._cache import clear_caches
 from .blocked import MAX_SCORES, block_length, blocked_attention
 from .masks import grid_attention_mask, grid_padding_labels, label_mask, window_attention_mask
 from .padding import PAD_MODES, pad_to_multiple, padded_size, unpad
@@ -32,6 +33,7 @@ __all__ = [
     "available_backends",
     "block_length",
     "blocked_attention",
+    "clear_caches",
     "use_backend",
     "fixed_grid_partition",
     "fixed_grid_reverse",
