@@ -1,5 +1,6 @@
 """Functional level: pure functions without parameters, on which the layers are built."""
 
+from ._cache import clear_caches
 from .backends import (
     BACKENDS,
     BackendUnavailableError,
@@ -10,7 +11,6 @@ from .backends import (
     unavailable_reason,
     use_backend,
 )
-from ._cache import clear_caches
 from .blocked import MAX_SCORES, block_length, blocked_attention
 from .masks import grid_attention_mask, grid_padding_labels, label_mask, window_attention_mask
 from .padding import PAD_MODES, pad_to_multiple, padded_size, unpad

@@ -5,6 +5,7 @@ of their files, :func:`save_model` writes gridattn's format.
 """
 
 from .._errors import CheckpointError, LayoutAssumedWarning
+from . import _builtin  # noqa: F401  (registers HMANet, SwinIR and HAT)
 from .checkpoint import (
     from_official_state_dict,
     hmanet_from_state_dict,

@@ -1,7 +1,8 @@
 """The architectures gridattn builds, by name: one entry per model family, read by every consumer
 (:func:`~gridattn.models.load_model`, :func:`~gridattn.models.save_model`, the command line, the trainer).
 
-An :class:`Architecture` holds the configuration class, the model class, the presets, the official weight
+The built-in architectures are registered when :mod:`gridattn.models` is imported (``_builtin.py``). An
+:class:`Architecture` holds the configuration class, the model class, the presets, the official weight
 layouts and how to read a configuration off an official state dict. Consumers never ask which model they hold:
 they read ``model.config`` (``scale``, ``in_channels``, ``pad_multiple``) and look the rest up here.
 """
@@ -86,7 +87,6 @@ def register(architecture: Architecture) -> Architecture:
 
 def architectures() -> dict[str, Architecture]:
     """The registered architectures by name, in registration order."""
-    _load_builtin()
     return dict(_REGISTRY)
 
 
@@ -96,7 +96,6 @@ def get_architecture(name: str) -> Architecture:
     Raises:
         ValueError: no such architecture (the message lists the registered ones).
     """
-    _load_builtin()
     if name not in _REGISTRY:
         raise InputError(f"unknown architecture {name!r}; registered: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -133,6 +132,3 @@ def build_model(config: ModelConfig) -> nn.Module:
     return get_architecture(config.arch).model_class(config)
 
 
-def _load_builtin() -> None:
-    """Register the built-in architectures (imported here, not at module import: they import this module)."""
-    from . import _builtin  # noqa: F401
