@@ -31,8 +31,8 @@ def clear_caches() -> None:
 def cached_tensor(maxsize: int = 16) -> Callable[[F], F]:
     """Decorator: remember the last ``maxsize`` results (least recently used dropped) of a function of hashable
     sizes, devices and dtypes (:func:`clear_caches` empties every such cache). The result is built outside
-    inference mode, so it stays usable by autograd after a first call under ``torch.inference_mode``; while ``torch.compile`` traces, the function runs uncached, so
-    its operations go into the graph."""
+    inference mode, so it stays usable by autograd after a first call under ``torch.inference_mode``; while
+    ``torch.compile`` traces, the function runs uncached, so its operations go into the graph."""
 
     def decorate(function: F) -> F:
         build = torch.inference_mode(False)(function)
