@@ -242,7 +242,7 @@ def export_onnx(
             ``(batch_size, C, *example_size)``.
         example_size: the ``(H, W)`` (or one int for a square) traced; the fixed size when ``dynamic=False``.
             A dynamic export needs both above ``model.config.pad_multiple`` (the result does not depend on it
-            otherwise).
+            otherwise; a multiple of it is traced one pixel larger, so that the graph holds the padding path).
         batch_size: the batch of a fixed-size graph. A dynamic graph is traced with batch 2 (a traced batch of 1
             would be fixed to 1) and takes any batch.
         attention_backend: ``"math"`` (default: ``MatMul`` + ``Softmax``) or ``"sdpa"`` (PyTorch's
@@ -286,6 +286,11 @@ def export_onnx(
     # failed beyond 42 windows of 16x16, e.g. a 112x112 input of the official HMANet): one block of any size instead
     set_attention_options(module, backend=attention_backend, max_scores=UNBOUNDED_SCORES if dynamic else None)
     batch = 2 if dynamic else batch_size
+    if dynamic:
+        # traced at a size the attention must pad: a multiple would trace the path without padding (fixed for
+        # every size) in models that pad inside their layers (SwinIR, HAT in corrected numerics), and onnxruntime
+        # then fails at sizes that need it
+        height, width = (size + 1 if size % multiple == 0 else size for size in (height, width))
     example = torch.rand(batch, model.config.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     dynamic_shapes = None
     if dynamic:

@@ -1,4 +1,4 @@
-"""ONNX export of HMANet (gridattn.export): onnxruntime against PyTorch, fixed and dynamic sizes, errors.
+"""ONNX export of gridattn models (gridattn.export): onnxruntime against PyTorch, fixed and dynamic sizes, errors.
 
 Tolerance: float32 graphs differ from PyTorch only in summation order (onnxruntime's MatMul / Conv kernels), which
 gives ~1e-7 to 1e-6 on these small models and ~4e-7 on the official x4 one with random weights
@@ -35,7 +35,7 @@ from gridattn.export import (  # noqa: E402
     read_onnx_metadata,
     verify_onnx,
 )
-from gridattn.models import HMANet, HMANetConfig, hmanet_config  # noqa: E402
+from gridattn.models import HMANet, HMANetConfig, build_model, hmanet_config  # noqa: E402
 
 TOL = 1e-4
 # multiples of the window (8) and not, smaller than a window down to 1x1, and different from the traced 32x32
@@ -247,3 +247,17 @@ def test_tiny_preset_fixed_and_dynamic(tmp_path):
     dynamic = export_onnx(model, tmp_path / "dynamic.onnx", dynamic=True, example_size=(24, 24))
     check_close(verify_onnx(dynamic.path, model, [(24, 24), (29, 31), (48, 64)]), [(24, 24), (29, 31), (48, 64)])
     assert HMANetConfig.from_dict(read_onnx_metadata(dynamic.path)["config"]) == model.config
+
+
+@pytest.mark.parametrize("arch_name", ["swinir", "hat"])
+def test_dynamic_export_of_models_that_pad_inside_their_layers(tmp_path, arch_name):
+    """SwinIR and HAT (corrected numerics) pad and mask inside their attention layers. Traced at a multiple of
+    the window, the graph held only the path without padding, and onnxruntime failed at 13x21 (a broadcast of 21
+    by 24); the export now traces the padding path, and every size matches PyTorch."""
+    from gridattn.models import get_architecture
+
+    config = get_architecture(arch_name).preset("tiny", 2).replace(embed_dim=16, depths=(2,), num_heads=(2,))
+    model = build_model(config.replace(squeeze_factor=4) if arch_name == "hat" else config).eval()
+    info = export_onnx(model, tmp_path / f"{arch_name}.onnx", dynamic=True, example_size=(24, 24))
+    for size, difference in verify_onnx(info.path, model, [(24, 24), (13, 21), (8, 8), (40, 17)]):
+        assert difference < 1e-5, (size, difference)
