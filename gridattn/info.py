@@ -14,6 +14,7 @@ import torch
 from ._errors import one_line
 from ._version import __version__
 from .functional.backends import BACKENDS, attention, get_default_backend, unavailable_reason
+from .functional.precision import bfloat16_pays, measure_matmul_rates
 
 __all__ = ["collect_info", "devices", "format_info"]
 
@@ -60,7 +61,8 @@ def collect_info() -> dict:
 
     Keys: ``versions`` (gridattn, python, torch and optional packages: version or ``None``),
     ``default_backend``, ``models`` (per registered architecture: its title, presets and layouts), ``devices``
-    (per device: its name, and per dtype, per backend ``"ok"`` or the
+    (per device: its name, its measured ``matmul_gflops`` per dtype and whether ``bfloat16_pays``, and per dtype,
+    per backend ``"ok"`` or the
     reason it does not run).
     """
     versions = {"gridattn": __version__, "python": platform.python_version(), "torch": torch.__version__,
@@ -79,7 +81,11 @@ def collect_info() -> dict:
         for dtype in _DTYPES:
             dtype_name = str(dtype).removeprefix("torch.")
             support[dtype_name] = {backend: _try_attention(backend, device, dtype) or "ok" for backend in BACKENDS}
-        report["devices"][device] = {"name": name, "attention": support}
+        rates = measure_matmul_rates(device)
+        report["devices"][device] = {"name": name, "attention": support,
+                                     "matmul_gflops": {"float32": round(rates.float32, 1),
+                                                       "bfloat16": round(rates.bfloat16, 1)},
+                                     "bfloat16_pays": bfloat16_pays(device)}
     return report
 
 
@@ -96,6 +102,9 @@ def format_info(report: dict) -> str:
                      f"layouts {', '.join(entry['layouts'])}")
     for device, entry in report["devices"].items():
         lines.append(f"device {device} ({entry['name']}):")
+        gflops = entry["matmul_gflops"]
+        lines.append(f"  matrix products: float32 {gflops['float32']:.0f} GFLOP/s, bfloat16 {gflops['bfloat16']:.0f} "
+                     f"GFLOP/s: bfloat16 {'pays' if entry['bfloat16_pays'] else 'does not pay'} here")
         for dtype, backends in entry["attention"].items():
             for backend, status in backends.items():
                 lines.append(f"  {dtype:<9} {backend:<9} {status}")

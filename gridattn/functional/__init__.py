@@ -23,15 +23,19 @@ from .partition import (
     window_reverse,
 )
 from .position import relative_offsets, relative_position_index, relative_position_rows
+from .precision import BFLOAT16_MIN_SPEEDUP, MatmulRates, bfloat16_pays, measure_matmul_rates
 
 __all__ = [
     "BACKENDS",
+    "BFLOAT16_MIN_SPEEDUP",
     "PAD_MODES",
     "BackendUnavailableError",
     "MAX_SCORES",
+    "MatmulRates",
     "attention",
     "available_backends",
     "block_length",
+    "bfloat16_pays",
     "blocked_attention",
     "clear_caches",
     "use_backend",
@@ -43,6 +47,7 @@ __all__ = [
     "grid_partition",
     "grid_reverse",
     "label_mask",
+    "measure_matmul_rates",
     "pad_to_multiple",
     "padded_size",
     "relative_offsets",
