@@ -19,8 +19,10 @@ runs, the kernel's peak-resident-set counter is reset (``echo 5 > /proc/self/cle
 runs; ``VmHWM`` from ``/proc/self/status`` is then the exact peak resident set of that forward (kernel-counted,
 not sampled). Reported: that peak minus the resident set right after building the model (what the forward needs
 beyond the weights: activations, masks, gridattn's cached position biases) and the peak itself (weights and the
-Python/torch runtime included). PyTorch's CPU allocator does not cache, so resident memory follows the live
-tensors, up to what glibc's malloc keeps for reuse.
+Python/torch runtime included). PyTorch's CPU allocator does not cache; the probes run with glibc's mmap and trim
+thresholds fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that every tensor
+buffer is returned to the system when freed and the resident set follows the live tensors (with glibc's default,
+dynamic thresholds the same probe varies by +-100 MiB from run to run; with these, by < 1 MiB).
 
 Variants: ``official`` (needs ``--reference``); ``gridattn`` (official numerics: the same outputs, position
 biases cached per size as ``gridattn.inference.upscale`` runs it); ``nocache`` (the same without the bias cache);
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,6 +52,7 @@ from gridattn.models.layout import to_layout
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # official_reference: the official code with its imports stubbed
 VARIANTS = ("official", "gridattn", "nocache", "corrected")
+MALLOC_THRESHOLD = 128 * 1024
 TITLES = {"hat": "HAT", "hat_s": "HAT-S", "hat_l": "HAT-L", "tiny": "tiny"}
 
 
@@ -132,7 +136,8 @@ def measure_memory(variant: str, preset: str, size: int, args: argparse.Namespac
                "--threads", str(args.threads)]
     if args.reference:
         command += ["--reference", args.reference]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MALLOC_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(MALLOC_THRESHOLD))
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
