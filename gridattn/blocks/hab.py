@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional._checks import check_feature_map, check_positive
+from ..functional._checks import check_feature_map
 from ..layers import ConvChannelAttention, DropPath, Mlp, OverlappingCrossAttention, PreNorm, WindowAttention
+from .group import block_rates, conv_residual
 from .reconstruction import ResidualConv, residual_conv
 
 
@@ -128,10 +129,7 @@ class RHAG(nn.Module):
                  official_padding: bool = False, resi_connection: ResidualConv = "1conv",
                  backend: str | None = None) -> None:
         super().__init__()
-        check_positive(depth, "depth")
-        rates = [drop_path] * depth if isinstance(drop_path, (int, float)) else list(drop_path)
-        if len(rates) != depth:
-            raise ValueError(f"drop_path has {len(rates)} values for depth {depth}")
+        rates = block_rates(drop_path, depth)
         self.dim = dim
         self.blocks = nn.ModuleList(
             HAB(dim, num_heads=num_heads, window_size=window_size, shift=0 if i % 2 == 0 else window_size // 2,
@@ -150,4 +148,4 @@ class RHAG(nn.Module):
         for block in self.blocks:
             y = block(y)
         y = self.overlap_attn(y)
-        return x + self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return conv_residual(x, y, self.conv)

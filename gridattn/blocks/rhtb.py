@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional._checks import check_feature_map, check_positive
+from ..functional._checks import check_feature_map
 from ..layers import FusedConv
 from .fab import FAB
 from .gab import GAB
+from .group import block_rates, conv_residual
 from .numerics import Numerics, mask_value
 
 
@@ -69,10 +70,7 @@ class RHTB(nn.Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        check_positive(depth, "depth")
-        rates = [drop_path] * depth if isinstance(drop_path, (int, float)) else list(drop_path)
-        if len(rates) != depth:
-            raise ValueError(f"drop_path has {len(rates)} values for depth {depth}")
+        rates = block_rates(drop_path, depth)
         self.dim = dim
         masked = mask_value(numerics)
         blocks: list[nn.Module] = []
@@ -95,4 +93,4 @@ class RHTB(nn.Module):
         for block in self.blocks:
             y = block(y)
         y = y + self.gab(y) * self.scale
-        return x + self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return conv_residual(x, y, self.conv)

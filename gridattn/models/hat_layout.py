@@ -11,8 +11,8 @@ import torch
 
 from .._errors import CheckpointError
 from ..functional.position import relative_position_index
-from .hat import HATConfig
-from .layout import Layout
+from .hat import SCALES, HATConfig
+from .layout import Layout, pixel_shuffle_scale, required
 from .swinir_layout import SWIN_BLOCK_RENAMES
 
 RENAMES = (
@@ -65,9 +65,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HATConfig:
     assumed.
     """
     def need(key):
-        if key not in state:
-            raise CheckpointError(f"not a HAT checkpoint: key {key!r} is missing")
-        return state[key]
+        return required(state, key, "a HAT")
 
     embed_dim, in_channels = (int(n) for n in need("conv_first.weight").shape[:2])
     layer_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))})
@@ -85,10 +83,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HATConfig:
     hidden = need(f"{first}.blocks.0.conv_block.cab.0.weight").shape[0]
     squeezed = need(f"{first}.blocks.0.conv_block.cab.3.attention.1.weight").shape[0]
     feats = int(need("conv_before_upsample.0.weight").shape[0])
-    ups = [state[k].shape[0] // feats for k in sorted(k for k in state if re.match(r"upsample\.\d+\.weight$", k))]
-    scale = {(4,): 2, (9,): 3, (4, 4): 4}.get(tuple(ups))
-    if scale is None:
-        raise CheckpointError(f"unsupported upsampler: convolutions with {ups} x {feats} outputs")
+    scale = pixel_shuffle_scale(state, feats, SCALES)
     return HATConfig(
         scale=scale, in_channels=in_channels, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(heads),
         window_size=window, mlp_ratio=need(f"{first}.blocks.0.mlp.fc1.weight").shape[0] / embed_dim,

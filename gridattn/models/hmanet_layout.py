@@ -12,8 +12,8 @@ import torch
 from .._errors import CheckpointError
 from ..functional.position import relative_position_index
 from ..layers.position import dynamic_bias_width
-from .hmanet import HMANetConfig
-from .layout import Layout, MergedRows
+from .hmanet import SCALES, HMANetConfig
+from .layout import Layout, MergedRows, pixel_shuffle_scale, required
 
 _RENAMES = (
     (r"^reconstruction\.", ""),
@@ -98,9 +98,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
     official value 4 is assumed.
     """
     def need(key):
-        if key not in state:
-            raise CheckpointError(f"not an HMANet checkpoint: key {key!r} is missing")
-        return state[key]
+        return required(state, key, "an HMANet")
 
     embed_dim, in_channels = need("conv_first.weight").shape[:2]
     layer_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))})
@@ -118,10 +116,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
     table_rows = need(f"{first}.blocks.1.attn.relative_position_bias_table").shape[0]
     window = (math.isqrt(table_rows) + 1) // 2
     feats = need("conv_before_upsample.0.weight").shape[0]
-    ups = [need(k).shape[0] // feats for k in sorted(k for k in state if re.match(r"upsample\.\d+\.weight$", k))]
-    scale = {(4,): 2, (4, 4): 4, (9,): 3}.get(tuple(ups))
-    if scale is None:
-        raise CheckpointError(f"unsupported upsampler: convolutions with {ups} x {feats} outputs")
+    scale = pixel_shuffle_scale(state, feats, SCALES)
     fc1 = need(f"{first}.blocks.1.mlp.fc1.weight")
     bias_dim = need(f"{first}.gab.grid_attn.attn_transform1.pos.pos_proj.weight").shape[0]
     return HMANetConfig(

@@ -158,6 +158,28 @@ def from_layout(model: nn.Module, state: Mapping[str, torch.Tensor], layout: Lay
     return converted
 
 
+def required(state: Mapping[str, torch.Tensor], key: str, title: str) -> torch.Tensor:
+    """``state[key]``, or a :class:`~gridattn.models.CheckpointError` saying the file is not a ``title`` checkpoint."""
+    if key not in state:
+        raise CheckpointError(f"not {title} checkpoint: key {key!r} is missing")
+    return state[key]
+
+
+def pixel_shuffle_scale(state: Mapping[str, torch.Tensor], features: int, scales: tuple[int, ...]) -> int:
+    """The scale of an official pixel-shuffle upsampler (``upsample.N.weight``: one convolution to ``4 * features``
+    per factor 2, or one to ``9 * features`` for 3).
+
+    Raises:
+        CheckpointError: convolutions of other widths, or a scale not in ``scales``.
+    """
+    keys = sorted((k for k in state if re.match(r"upsample\.\d+\.weight$", k)), key=lambda k: int(k.split(".")[1]))
+    ups = [state[k].shape[0] // features for k in keys]
+    scale = 3 if ups == [9] else 2 ** len(ups) if ups and set(ups) == {4} else None
+    if scale not in scales:
+        raise CheckpointError(f"unsupported upsampler: convolutions with {ups} x {features} outputs")
+    return scale
+
+
 def describe(config: Any) -> str:
     """A short description of a configuration for messages: scale and width."""
     return f"scale {config.scale}, embed_dim {config.embed_dim}"

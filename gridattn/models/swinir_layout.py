@@ -11,9 +11,10 @@ import torch
 
 from .._errors import CheckpointError
 from ..blocks.numerics import OFFICIAL_MASK_VALUE
+from ..blocks.reconstruction import upsampler_scales
 from ..functional.masks import window_attention_mask
 from ..functional.position import relative_position_index
-from .layout import Layout
+from .layout import Layout, pixel_shuffle_scale, required
 from .swinir import SwinIRConfig
 
 # The Swin block (FAB: PreNorm(WindowAttention), PreNorm(Mlp)) in the official names; shared with HAT's layout
@@ -65,10 +66,7 @@ def _upsampler(state: Mapping[str, torch.Tensor], in_channels: int) -> dict:
     convs = sorted((k for k in state if re.match(r"upsample\.\d+\.weight$", k)), key=lambda k: int(k.split(".")[1]))
     if "conv_before_upsample.0.weight" in state:
         feats = int(state["conv_before_upsample.0.weight"].shape[0])
-        ups = tuple(state[k].shape[0] // feats for k in convs)
-        scale = {(4,): 2, (9,): 3, (4, 4): 4, (4, 4, 4): 8}.get(ups)
-        if scale is None:
-            raise CheckpointError(f"unsupported upsampler: convolutions with {list(ups)} x {feats} outputs")
+        scale = pixel_shuffle_scale(state, feats, upsampler_scales("pixelshuffle"))
         return dict(upsampler="pixelshuffle", scale=scale, upsample_features=feats)
     if convs:
         scale = math.isqrt(state[convs[0]].shape[0] // in_channels)
@@ -83,9 +81,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> SwinIRConfig:
     weights: 255 is assumed for scale-1 models with window 7 (the JPEG releases), 1 otherwise.
     """
     def need(key):
-        if key not in state:
-            raise CheckpointError(f"not a SwinIR checkpoint: key {key!r} is missing")
-        return state[key]
+        return required(state, key, "a SwinIR")
 
     embed_dim, in_channels = (int(n) for n in need("conv_first.weight").shape[:2])
     layer_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))})
