@@ -19,6 +19,8 @@ CASES = {
     "x4_reduced_16x24": dict(config=dict(scale=4, **_REDUCED), size=(16, 24)),
     # padded the official test code's way (mirror, then crop)
     "x4_reduced_odd_13x21": dict(config=dict(scale=4, **_REDUCED), size=(13, 21)),
+    # no convolution closing the groups and the body
+    "x2_identity_16x24": dict(config=dict(scale=2, resi_connection="identity", **_REDUCED), size=(16, 24)),
     # the full model: smaller weights keep its 36 blocks well conditioned in float32
     "x4_official_16x32": dict(config=dict(scale=4), size=(16, 32), weight_std=0.02),
 }

@@ -1,7 +1,7 @@
 """Cases for the comparison with the official HAT code (``XPixelGroup/HAT``, ``hat/archs/hat_arch.py``).
 
 Weights and inputs are generated from seeds, so the fixture file stores only the official outputs;
-``tools/make_hat_fixtures.py CHECKOUT`` runs the official implementation on the same cases to produce it. Every
+``tools/make_official_fixtures.py --hat CHECKOUT`` runs the official implementation on the same cases to produce it. Every
 configuration runs at a multiple of its window and at an odd size, which HAT's test pipeline
 (``hat/models/hat_model.py``) pads by reflection to the window and crops back. The reduced cases take well
 under a second each on 2 CPU cores.
@@ -9,7 +9,7 @@ under a second each on 2 CPU cores.
 What the official code can run: the OCAB's unfold gives one key window per query window only when the overlap
 ``int(window_size * overlap_ratio)`` is even (window 4: ratios 0.5 and 1.0; window 8: 0.25, 0.5, 1.0);
 ``resi_connection`` is ``"1conv"`` or ``"identity"`` (its ``"3conv"`` builds no convolution and fails in the
-forward; gridattn has no ``"identity"``), so every case is ``"1conv"``. ``conv_scale`` is not in the weights
+forward). ``conv_scale`` is not in the weights
 (reading a file assumes the official 0.01), so the cases keep 0.01 and give the CAB branch larger weights instead,
 so that its contribution shows.
 """
@@ -38,6 +38,9 @@ _CONFIGS = {
     # grayscale, three groups of different depth and heads, no query/key/value bias, MLP ratio 1.5
     "gray_x2_w4_r0.5": (dict(scale=2, in_channels=1, window_size=4, overlap_ratio=0.5, depths=(1, 3, 2),
                              num_heads=(2, 4, 3), qkv_bias=False, mlp_ratio=1.5, **_SMALL), (8, 12), (13, 21)),
+    # no convolution closing the groups and the body
+    "identity_x2_w4_r0.5": (dict(scale=2, window_size=4, overlap_ratio=0.5, depths=(2, 2), num_heads=(2, 3),
+                                 resi_connection="identity", **_SMALL), (16, 24), (13, 21)),
 }
 CASES: dict[str, dict] = {}
 for _name, (_config, _multiple, _odd) in _CONFIGS.items():

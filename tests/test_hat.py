@@ -3,7 +3,7 @@ parameter counts, the official layout, files, detection and any input size.
 
 The official code (``XPixelGroup/HAT``) is used where a checkout is at hand ($HAT_CHECKOUT, default
 /work/checkouts/XPixelGroup+HAT); without one those comparisons skip, and the fixture
-(``tests/fixtures/official_hat_outputs.pt``, made by ``tools/make_hat_fixtures.py``) carries the official outputs
+(``tests/fixtures/official_hat_outputs.pt``, made by ``tools/make_official_fixtures.py --hat CHECKOUT``) carries the official outputs
 and parameter counts.
 """
 
@@ -222,7 +222,7 @@ def test_parameter_counts_of_the_released_models(preset, scale):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_parameter_counts_equal_the_official_codes_stored_ones(preset, scale, fixture):
-    """The counts tools/make_hat_fixtures.py read off the official code."""
+    """The counts tools/make_official_fixtures.py --hat read off the official code."""
     assert _count(hat_config(scale, preset)) == fixture["parameter_counts"][f"{preset}_x{scale}"]
 
 
@@ -326,11 +326,11 @@ def test_strict_loading_names_every_key_problem():
     assert "conv_last.bias: checkpoint (4,), model expects (3,)" in message
     assert ("layers.0.residual_group.blocks.1.attn.relative_position_bias_table: checkpoint (48, 2), model "
             "expects (49, 2)") in message
-    assert "relative_position_index_OCA: not what the configuration gives" in message
+    assert "relative_position_index_OCA: its values differ from those the configuration gives" in message
     assert "relative_position_index_SA" not in message
 
     wrong_sa = dict(state, relative_position_index_SA=state["relative_position_index_SA"].T.contiguous())
-    with pytest.raises(CheckpointError, match="relative_position_index_SA: not what the configuration gives"):
+    with pytest.raises(CheckpointError, match="relative_position_index_SA: its values differ"):
         load_model(wrong_sa)
     with pytest.raises(CheckpointError, match="x2 model, but scale 4 was requested"):
         load_model(state, scale=4)

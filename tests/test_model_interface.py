@@ -52,8 +52,8 @@ def test_every_preset_encodes_and_decodes_to_itself(arch_name, preset):
 def test_encodings_are_checked():
     config = hmanet_config(2, "tiny")
     assert config_from_dict({k: v for k, v in config.to_dict().items() if k != "arch"}) == config  # gridattn 0.2
-    with pytest.raises(ValueError, match="unknown architecture 'dat'"):
-        config_from_dict({**config.to_dict(), "arch": "dat"})
+    with pytest.raises(ValueError, match="unknown architecture 'vdsr'"):
+        config_from_dict({**config.to_dict(), "arch": "vdsr"})
     with pytest.raises(ValueError, match="version 99 is not one this gridattn reads"):
         config_from_dict({**config.to_dict(), "version": 99})
     swinir = get_architecture("swinir").preset("tiny", 2)
@@ -63,6 +63,29 @@ def test_encodings_are_checked():
         get_architecture("swinir").preset("huge", 2)
     with pytest.raises(ValueError, match="HAT has no layout 'neosr'"):
         get_architecture("hat").layout("neosr")
+
+
+# the residual connections each official code builds (HAT's and HMA's '3conv' builds nothing and fails)
+_RESIDUAL_CONNECTIONS = {"hmanet": {"1conv", "identity"}, "swinir": {"1conv", "3conv"}, "hat": {"1conv", "identity"}}
+
+
+@pytest.mark.filterwarnings("ignore::gridattn.models.LayoutAssumedWarning")
+@pytest.mark.parametrize("arch_name", sorted(_RESIDUAL_CONNECTIONS))
+@pytest.mark.parametrize("kind", ["1conv", "3conv", "identity"])
+def test_each_architecture_takes_the_residual_connections_of_its_official_code(arch_name, kind):
+    arch = get_architecture(arch_name)
+    if kind not in _RESIDUAL_CONNECTIONS[arch_name]:
+        with pytest.raises(ValueError, match=f"{arch_name}: resi_connection must be one of .*got '{kind}'"):
+            arch.preset("tiny", 2, resi_connection=kind)
+        return
+    model = build_model(arch.preset("tiny", 2, resi_connection=kind))
+    closing = [type(m).__name__ for name, m in model.named_modules() if name.endswith("conv") or
+               name == "conv_after_body"]
+    assert closing and set(closing) == {"Identity" if kind == "identity" else "Conv2d" if kind == "1conv"
+                                        else "Sequential"}
+    # the file says which: read back (in the official layout, from its keys alone) as the same kind
+    state = to_layout(model, arch.layout("official"))
+    assert load_model({"params": state}, arch=arch_name).config.resi_connection == kind
 
 
 @pytest.mark.parametrize("name", list(NEOSR_CASES))

@@ -340,9 +340,27 @@ def test_strict_loading_names_every_key_problem():
     assert "missing (1): layers.1.residual_group.blocks.0.attn.proj.weight" in message
     assert "unexpected (1): layers.0.residual_group.extra.weight" in message
     assert "conv_last.bias: checkpoint (4,), model expects (3,)" in message
-    assert f"{mask}: not what the configuration gives" in message
+    assert f"{mask}: its values differ from those the configuration gives" in message
     with pytest.raises(CheckpointError, match="x2 model, but scale 4 was requested"):
         load_model({"params": state}, scale=4)
+
+
+def test_a_file_without_the_buffers_loads_to_the_same_outputs(fixture):
+    """The index tables and masks hold no weights (the official code computes masks of other sizes afresh):
+    a file without them loads, as ``img_size`` 64, and gives the official outputs."""
+    name = "ps_x2_16x24"
+    state = {k: v for k, v in official_state(name).items()
+             if not k.endswith(("attn_mask", "relative_position_index"))}
+    model = load_model({"params": state}).eval()
+    assert model.config.img_size == 64
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_of(name)), fixture[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("img_size, window", [(60, 8), (8, 8), (4, 8), (20, 7)])
+def test_img_sizes_the_official_code_cannot_build_are_refused(img_size, window):
+    with pytest.raises(ValueError, match=f"img_size {img_size} must be a multiple of window_size {window} above"):
+        swinir_config(2, "tiny", img_size=img_size, window_size=window)
 
 
 def test_a_mask_of_another_training_size_is_read_as_that_size():

@@ -4,81 +4,116 @@ Usage:
     python tools/make_official_fixtures.py /path/to/korouuuuu/HMA-checkout          # tests/fixtures/official_outputs.pt
     python tools/make_official_fixtures.py --swinir /path/to/JingyunLiang/SwinIR-checkout
                                                                       # tests/fixtures/official_swinir_outputs.pt
+    python tools/make_official_fixtures.py --hat /path/to/XPixelGroup/HAT-checkout  # official_hat_outputs.pt
 
 The official code is never vendored; the few names it imports from BasicSR / timm are stubbed
-(``tools/official_reference.py``). HMANet inputs whose size is not a multiple of the window are padded the way
-the official HMA test code does (``cat([x, flip(x)])`` then crop) and the output is cropped back; SwinIR
-inputs go to the official model as they are: its forward pads by reflection to the window and crops.
+(``tools/official_reference.py``). Inputs whose size is not a multiple of the window go through each official
+pipeline's padding: HMA's test code mirrors (``cat([x, flip(x)])`` then crop), SwinIR's forward pads by
+reflection itself, HAT's test pipeline (``hat/models/hat_model.py``) pads by reflection; outputs are cropped
+back. The HAT file also holds the official parameter count of every gridattn HAT preset at x2/x3/x4 and the
+checkout's commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
-from official_reference import load_official_arch, load_swinir_arch, official_model, official_swinir  # noqa: E402
+import official_reference as ref  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
-def main(checkout: str) -> None:
-    """HMANet: the cases of tests/official_cases.py."""
-    from official_cases import CASES, FIXTURE, config_of, input_of, official_state
-
-    hma_arch = load_official_arch(checkout)
+def run_cases(cases: ModuleType, build: Callable, forward: Callable) -> dict[str, torch.Tensor]:
+    """The official output of every case of ``cases`` (an ``official_cases*`` module): ``build(config)`` makes the
+    official model, which loads the case's weights strictly; ``forward(model, x, config)`` runs its pipeline."""
     outputs = {}
-    for name in CASES:
-        c = config_of(name)
-        model = official_model(hma_arch, c)
-        model.load_state_dict(official_state(name), strict=True)
-        x = input_of(name)
-        h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % c.window_size, (-w) % c.window_size
-        x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :h + pad_h]
-        x = torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, :w + pad_w]
+    for name in cases.CASES:
+        c = cases.config_of(name)
+        model = build(c)
+        model.load_state_dict(cases.official_state(name), strict=True)
+        x = cases.input_of(name)
         with torch.no_grad():
-            out = model(x)[:, :, :h * c.scale, :w * c.scale]
-        outputs[name] = out.contiguous()
-        print(f"{name}: output {tuple(out.shape)}, range [{out.min():.3f}, {out.max():.3f}]")
-    torch.save(outputs, FIXTURES / FIXTURE)
-
-
-def main_swinir(checkout: str) -> None:
-    """SwinIR: the cases of tests/official_cases_swinir.py, through the official forward (reflection padding
-    inside it)."""
-    from official_cases_swinir import CASES, FIXTURE, config_of, input_of, official_state
-
-    arch = load_swinir_arch(checkout)
-    outputs = {}
-    for name in CASES:
-        c = config_of(name)
-        model = official_swinir(arch, c)
-        model.load_state_dict(official_state(name), strict=True)
-        x = input_of(name)
-        with torch.no_grad():
-            out = model(x)
+            out = forward(model, x, c)
         assert out.shape[-2:] == (x.shape[-2] * c.scale, x.shape[-1] * c.scale), out.shape
         outputs[name] = out.contiguous()
         print(f"{name}: output {tuple(out.shape)}, range [{out.min():.3f}, {out.max():.3f}]")
-    path = FIXTURES / FIXTURE
-    torch.save(outputs, path)
+    return outputs
+
+
+def hma_forward(model: torch.nn.Module, x: torch.Tensor, c) -> torch.Tensor:
+    """The official HMA test padding: mirror to a multiple of the window, run, crop."""
+    h, w = x.shape[-2:]
+    x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :h + (-h) % c.window_size]
+    x = torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, :w + (-w) % c.window_size]
+    return model(x)[:, :, :h * c.scale, :w * c.scale]
+
+
+def hat_parameter_counts(arch: ModuleType) -> dict[str, int]:
+    """The official model's parameter count for every gridattn HAT preset at x2, x3 and x4."""
+    from gridattn.models import hat_config
+    from gridattn.models.hat import PRESETS
+
+    return {f"{preset}_x{scale}": sum(p.numel() for p in ref.official_hat(arch, hat_config(scale, preset)).parameters())
+            for preset in PRESETS for scale in (2, 3, 4)}
+
+
+def commit_of(checkout: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save(content, fixture: str) -> None:
+    path = FIXTURES / fixture
+    torch.save(content, path)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("hma", nargs="?", help="checkout of korouuuuu/HMA (HMANet fixtures)")
     parser.add_argument("--swinir", metavar="CHECKOUT", help="checkout of JingyunLiang/SwinIR (SwinIR fixtures)")
+    parser.add_argument("--hat", metavar="CHECKOUT", help="checkout of XPixelGroup/HAT (HAT fixtures)")
     args = parser.parse_args()
-    if not args.hma and not args.swinir:
-        parser.error("give an HMA checkout and/or --swinir CHECKOUT")
+    if not (args.hma or args.swinir or args.hat):
+        parser.error("give an HMA checkout, --swinir CHECKOUT and/or --hat CHECKOUT")
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    warnings.filterwarnings("ignore", message="torch.meshgrid")  # the official index code
     if args.hma:
-        main(args.hma)
+        import official_cases
+
+        arch = ref.load_official_arch(args.hma)
+        save(run_cases(official_cases, lambda c: ref.official_model(arch, c), hma_forward), official_cases.FIXTURE)
     if args.swinir:
-        main_swinir(args.swinir)
+        import official_cases_swinir
+
+        arch = ref.load_swinir_arch(args.swinir)
+        save(run_cases(official_cases_swinir, lambda c: ref.official_swinir(arch, c), lambda m, x, c: m(x)),
+             official_cases_swinir.FIXTURE)
+    if args.hat:
+        import official_cases_hat
+
+        arch = ref.load_hat_arch(args.hat)
+        outputs = run_cases(official_cases_hat, lambda c: ref.official_hat(arch, c),
+                            lambda m, x, c: ref.official_hat_forward(m, x))
+        counts = hat_parameter_counts(arch)
+        for key, count in counts.items():
+            print(f"{key}: {count:,} parameters")
+        save({"outputs": outputs, "parameter_counts": counts, "source": commit_of(args.hat)},
+             official_cases_hat.FIXTURE)
+
+
+if __name__ == "__main__":
+    main()

@@ -147,6 +147,6 @@ def official_model(arch: types.ModuleType, config: HMANetConfig) -> torch.nn.Mod
     return arch.HMANet(
         upscale=config.scale, embed_dim=config.embed_dim, depths=list(config.depths),
         num_heads=list(config.num_heads), window_size=config.window_size, interval_size=config.interval,
-        mlp_ratio=config.mlp_ratio, upsampler="pixelshuffle", resi_connection="1conv",
+        mlp_ratio=config.mlp_ratio, upsampler="pixelshuffle", resi_connection=config.resi_connection,
         drop_path_rate=config.drop_path_rate,  # only acts in training (benchmarks/train_speed.py)
     ).eval()

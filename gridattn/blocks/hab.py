@@ -110,7 +110,7 @@ class RHAG(nn.Module):
         drop_path: stochastic-depth probability of each HAB, a float or one value per HAB.
         mask_value: score of masked pairs in SW-MSA (``-inf``; official ``-100``).
         official_padding: the OCAB attends the zero keys beyond the map (official) instead of masking them.
-        resi_connection: ``"1conv"`` or ``"3conv"``.
+        resi_connection: the closing convolution, see :func:`~gridattn.blocks.reconstruction.residual_conv`.
         backend: attention backend, ``None`` for the default.
 
     Shapes:

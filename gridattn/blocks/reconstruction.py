@@ -19,8 +19,8 @@ UPSAMPLERS: tuple[Upsampler, ...] = ("pixelshuffle", "pixelshuffledirect", "near
 to the image (classical SR); ``pixelshuffledirect``: one conv + pixel shuffle (lightweight SR);
 ``nearest+conv``: nearest x2 + conv + LeakyReLU(0.2) per factor 2 (real-world SR, x4); ``none``: one conv to the
 image, added to the input (restoration at scale 1: denoising, JPEG)."""
-ResidualConv = Literal["1conv", "3conv"]
-RESIDUAL_CONVS: tuple[ResidualConv, ...] = ("1conv", "3conv")
+ResidualConv = Literal["1conv", "3conv", "identity"]
+RESIDUAL_CONVS: tuple[ResidualConv, ...] = ("1conv", "3conv", "identity")
 
 
 def upsampler_scales(upsampler: Upsampler) -> tuple[int, ...]:
@@ -30,14 +30,17 @@ def upsampler_scales(upsampler: Upsampler) -> tuple[int, ...]:
 
 
 def residual_conv(dim: int, kind: ResidualConv) -> nn.Module:
-    """The convolution closing a residual group or body: ``"1conv"`` (3x3) or ``"3conv"`` (3x3 to ``dim // 4``,
-    1x1, 3x3 back, LeakyReLU 0.2 between: fewer parameters). ``(B, dim, H, W)`` -> same."""
+    """The convolution closing a residual group or body: ``"1conv"`` (3x3), ``"3conv"`` (3x3 to ``dim // 4``,
+    1x1, 3x3 back, LeakyReLU 0.2 between: fewer parameters) or ``"identity"`` (none; HAT and HMA offer it).
+    ``(B, dim, H, W)`` -> same."""
     if kind == "1conv":
         return nn.Conv2d(dim, dim, 3, padding=1)
     if kind == "3conv":
         narrow = dim // 4
         return nn.Sequential(nn.Conv2d(dim, narrow, 3, padding=1), nn.LeakyReLU(0.2),
                              nn.Conv2d(narrow, narrow, 1), nn.LeakyReLU(0.2), nn.Conv2d(narrow, dim, 3, padding=1))
+    if kind == "identity":
+        return nn.Identity()
     raise ValueError(f"resi_connection must be one of {RESIDUAL_CONVS}, got {kind!r}")
 
 

@@ -10,6 +10,7 @@ from ..layers import FusedConv
 from .fab import FAB
 from .gab import GAB
 from .group import block_rates, conv_residual
+from .reconstruction import ResidualConv, residual_conv
 from .numerics import Numerics, mask_value
 
 
@@ -36,6 +37,7 @@ class RHTB(nn.Module):
         numerics: ``"corrected"`` or ``"official"`` (see :class:`GAB`).
         grid_bias_dim: width of the grid branch's position-bias MLPs (``None``: GridAttention's default).
         backend: attention backend, ``None`` for the default.
+        resi_connection: the closing convolution, see :func:`~gridattn.blocks.reconstruction.residual_conv`.
 
     Shapes:
         ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
@@ -68,6 +70,7 @@ class RHTB(nn.Module):
         numerics: Numerics = "corrected",
         grid_bias_dim: int | None = None,
         backend: str | None = None,
+        resi_connection: ResidualConv = "1conv",
     ) -> None:
         super().__init__()
         rates = block_rates(drop_path, depth)
@@ -85,7 +88,7 @@ class RHTB(nn.Module):
                        qkv_bias=qkv_bias, numerics=numerics, grid_bias_dim=grid_bias_dim, backend=backend)
         self.scale = nn.Parameter(torch.empty(dim))
         nn.init.trunc_normal_(self.scale, std=0.02)
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv = residual_conv(dim, resi_connection)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(x, self.dim)

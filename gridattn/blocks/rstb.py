@@ -24,7 +24,7 @@ class RSTB(nn.Module):
         qkv_bias: bias in the query/key/value projections.
         drop_path: stochastic-depth probability of each block, a float or one value per block.
         mask_value: score of masked pairs (``-inf``; the official SwinIR uses ``-100``).
-        resi_connection: ``"1conv"`` or ``"3conv"``.
+        resi_connection: the closing convolution, see :func:`~gridattn.blocks.reconstruction.residual_conv`.
         backend: attention backend, ``None`` for the default.
 
     Shapes:

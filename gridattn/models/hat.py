@@ -41,6 +41,7 @@ class HATConfig(SRConfig):
 
     arch: ClassVar[str] = "hat"
     version: ClassVar[int] = CONFIG_VERSION
+    resi_connections: ClassVar[tuple[str, ...]] = ("1conv", "identity")
     window_size: int = 16
     compress_ratio: int = 3
     squeeze_factor: int = 30

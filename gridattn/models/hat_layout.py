@@ -89,5 +89,5 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HATConfig:
         window_size=window, mlp_ratio=need(f"{first}.blocks.0.mlp.fc1.weight").shape[0] / embed_dim,
         qkv_bias=f"{first}.blocks.0.attn.qkv.bias" in state, compress_ratio=embed_dim // hidden,
         squeeze_factor=embed_dim // squeezed, overlap_ratio=(ows - window) / window, upsample_features=feats,
-        resi_connection="1conv" if "conv_after_body.weight" in state else "3conv", numerics="official",
+        resi_connection="1conv" if "conv_after_body.weight" in state else "identity", numerics="official",
     )

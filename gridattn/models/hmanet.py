@@ -52,6 +52,7 @@ class HMANetConfig(SRConfig):
 
     arch: ClassVar[str] = "hmanet"
     version: ClassVar[int] = CONFIG_VERSION
+    resi_connections: ClassVar[tuple[str, ...]] = ("1conv", "identity")
     window_size: int = 16
     interval: int = 4
     grid_bias_dim: int | None = None
@@ -120,7 +121,7 @@ class HMANet(SRTransformer):
         c = self.config
         return [RHTB(c.embed_dim, depth=depth, num_heads=heads, window_size=c.window_size, interval=c.interval,
                      mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, drop_path=rates, numerics=c.numerics,
-                     grid_bias_dim=c.grid_bias_dim)
+                     grid_bias_dim=c.grid_bias_dim, resi_connection=c.resi_connection)
                 for depth, heads, rates in zip(c.depths, c.num_heads, c.drop_path_rates())]
 
 

@@ -130,7 +130,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> HMANetConfig:
         qkv_bias=f"{first}.blocks.1.qkv.bias" in state,
         upsample_features=int(feats),
         grid_bias_dim=None if bias_dim == dynamic_bias_width(embed_dim // 2) else int(bias_dim),
-        numerics="official",
+        resi_connection="1conv" if "conv_after_body.weight" in state else "identity", numerics="official",
     )
 
 

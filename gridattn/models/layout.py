@@ -113,7 +113,9 @@ def from_layout(model: nn.Module, state: Mapping[str, torch.Tensor], layout: Lay
     """Convert a state dict in ``layout`` to ``model``'s own layout, strictly.
 
     Every key of ``state`` must be used and every model tensor filled with the right shape; otherwise a
-    :class:`~gridattn.models.CheckpointError` lists all the problems at once.
+    :class:`~gridattn.models.CheckpointError` lists all the problems at once. The layout's buffers (index
+    tables, fixed masks) hold no weights: a file may lack them (some trainers strip them), and where it has them
+    they must equal what the configuration gives.
     """
     ours = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
@@ -147,9 +149,11 @@ def from_layout(model: nn.Module, state: Mapping[str, torch.Tensor], layout: Lay
         if key in state:
             used.add(key)
             stored = state[key]
-            if stored.shape != value.shape or not torch.equal(stored.cpu().to(value.dtype), value):
+            if stored.shape != value.shape:
                 misshaped.append(f"{key}: not what the configuration gives ({tuple(stored.shape)} stored, "
                                  f"{tuple(value.shape)} expected)")
+            elif not torch.equal(stored.cpu().to(value.dtype), value):
+                misshaped.append(f"{key}: its values differ from those the configuration gives")
     unexpected = sorted(set(state) - used - {s.split(":")[0] for s in misshaped})
     if missing or unexpected or misshaped:
         raise problems(f"checkpoint does not match the {type(model).__name__} configuration "

@@ -9,6 +9,7 @@ this skeleton and its ``layers``, a list of residual groups on channels-last map
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,8 @@ class SRConfig(ModelConfig):
         rgb_mean: subtracted from RGB inputs and added back to outputs (zero for grayscale).
         upsampler: reconstruction, see :data:`~gridattn.blocks.reconstruction.UPSAMPLERS`.
         upsample_features: channels of the reconstruction convolutions.
-        resi_connection: ``"1conv"`` or ``"3conv"``, the convolution after the body and each group.
+        resi_connection: the convolution after the body and each group, one of the architecture's
+            :attr:`resi_connections` (``"1conv"``, ``"3conv"``, ``"identity"``: those its official code builds).
         image_skip: add the bicubic-upsampled input to the output, so that the network learns only the
             residual (not in the papers; gridattn's small presets use it to learn in minutes on a CPU).
         numerics: ``"corrected"`` (padding masked, exact ``-inf`` masks) or ``"official"`` (the official
@@ -65,6 +67,9 @@ class SRConfig(ModelConfig):
     image_skip: bool = False
     numerics: Numerics = "corrected"
 
+    resi_connections: ClassVar[tuple[ResidualConv, ...]] = RESIDUAL_CONVS
+    """The ``resi_connection`` values this architecture takes (its official code's)."""
+
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
@@ -73,8 +78,9 @@ class SRConfig(ModelConfig):
         if self.scale not in _upsampler_scales(self.upsampler):
             raise ValueError(f"upsampler {self.upsampler!r} supports scales {_upsampler_scales(self.upsampler)}, "
                              f"got scale {self.scale}")
-        if self.resi_connection not in RESIDUAL_CONVS:
-            raise ValueError(f"resi_connection must be one of {RESIDUAL_CONVS}, got {self.resi_connection!r}")
+        if self.resi_connection not in self.resi_connections:
+            raise ValueError(f"{self.arch}: resi_connection must be one of {self.resi_connections}, "
+                             f"got {self.resi_connection!r}")
         if len(self.depths) != len(self.num_heads) or not self.depths or min(self.depths) < 1:
             raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must be non-empty, equally long "
                              "and positive")

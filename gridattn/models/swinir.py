@@ -20,7 +20,9 @@ class SwinIRConfig(SRConfig):
 
     Attributes:
         img_size: the official code's training patch size. It only sizes the shifted-window masks that the
-            official code keeps in its state dict (``attn_mask``); written with the weights, read off them.
+            official code keeps in its state dict (``attn_mask``); written with the weights, read off them (64
+            when a file has no masks). Outputs never depend on it: the official code builds the masks of other
+            sizes afresh.
 
     ``numerics="official"`` pads inputs by reflection to a multiple of the window inside the forward, as the
     official model does, and masks with ``-100``; ``"corrected"`` pads nothing at the model level (the window
@@ -28,7 +30,8 @@ class SwinIRConfig(SRConfig):
 
     Raises:
         ValueError: as :class:`~gridattn.models.sr.SRConfig`, and an ``img_size`` not above the window (the
-            official code then changes its window and drops the shift).
+            official code then changes its window and drops the shift) or not a multiple of it (the official code
+            cannot build its masks).
 
     Examples:
         >>> from gridattn.models import SwinIR, swinir_config
@@ -40,12 +43,14 @@ class SwinIRConfig(SRConfig):
 
     arch: ClassVar[str] = "swinir"
     version: ClassVar[int] = CONFIG_VERSION
+    resi_connections: ClassVar[tuple[str, ...]] = ("1conv", "3conv")
     img_size: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.img_size <= self.window_size:
-            raise ValueError(f"img_size {self.img_size} must be above window_size {self.window_size}")
+        if self.img_size <= self.window_size or self.img_size % self.window_size:
+            raise ValueError(f"img_size {self.img_size} must be a multiple of window_size {self.window_size} above "
+                             "it (the official code's masks tile it with windows)")
 
 
 class SwinIR(SRTransformer):
