@@ -16,15 +16,17 @@ official model loads them through the architecture's official layout), one warm-
 ``--repeats`` rounds in which every variant runs once, in an order that alternates between rounds, so that a
 noisy machine affects them alike. ``torch.set_num_threads(--threads)``, batch 1, ``torch.inference_mode``.
 
-Memory: each (variant, model, size) in a fresh process, so that no other model's allocations are in it: the
-model is built, one warm-up forward runs, the heap's free memory is given back (glibc ``malloc_trim``), the
-kernel's peak-resident-set counter is reset (``/proc/self/clear_refs``) and one more forward runs; ``VmHWM`` is
-then the peak resident set of that forward, counted by the kernel, not sampled (``benchmarks/hat_speed.py``'s
-probe, plus the trim). Reported, in MiB: ``forward``, that peak minus the resident set just before it (the
-transient memory of one forward: activations, attention scores, biases); ``held``, the resident set after the
-warm-up and the trim minus that after building the model (what stays: gridattn's cached masks and position
-biases, kernels and libraries loaded on first use); ``malloc kept``, what the warm-up freed but malloc had not
-given back before the trim (a long-running process holds it); and the process's peak resident set itself.
+Memory: each (variant, model, size) in a fresh process, so that no other model's allocations are in it: the model
+is built, one warm-up forward runs, the heap's free memory is given back (glibc ``malloc_trim``), the kernel's
+peak-resident-set counter is reset (``/proc/self/clear_refs``) and one more forward runs; ``VmHWM`` is then the
+peak resident set of that forward, counted by the kernel, not sampled. The probes run with glibc's mmap and trim
+thresholds fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that freed tensor buffers
+go back to the system and the resident set follows the live tensors; with glibc's dynamic defaults the same probe
+moves by +-100 MiB from run to run. Reported, in MiB: ``forward``, that peak minus the resident set just before it
+(the transient memory of one forward: activations, attention scores, biases); ``held``, the resident set after the
+warm-up and the trim minus that after building the model (what stays: gridattn's cached masks and position biases,
+kernels and libraries loaded on first use); ``malloc kept``, what the warm-up freed but malloc had not given back
+before the trim (a long-running process holds it); and the process's peak resident set itself.
 
 Variants: ``official`` (needs ``--reference``: the official code, its own padding); ``gridattn`` (official
 numerics: the same outputs; position biases cached per size, as ``gridattn.inference.upscale`` runs it);
@@ -41,6 +43,7 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,7 +62,6 @@ from gridattn.models.layout import to_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "benchmarks")]  # official_reference; the other benchmarks
-from hat_speed import _status_kib  # noqa: E402  (VmRSS / VmHWM of this process)
 from hmanet_speed import matmul_peak  # noqa: E402
 
 VARIANTS = ("official", "gridattn", "nocache", "corrected")
@@ -153,6 +155,21 @@ class Bench:
 # ------------------------------------------------------------------------------------------------------------
 # memory: one forward in a fresh process
 
+# glibc's mmap and trim thresholds fixed at 128 KiB in the probe: every tensor buffer is returned to the system
+# when freed, so the resident set follows the live tensors (with glibc's dynamic defaults the same probe moves by
+# +-100 MiB between runs, for the official code as for gridattn)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def _status_kib(field: str) -> int:
+    """``field`` (``VmRSS``, ``VmHWM``) of this process, KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 
 def memory_probe(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
@@ -189,7 +206,7 @@ def measure_memory(variant: str, preset: str, size: int, args: argparse.Namespac
                "--scale", str(args.scale), "--threads", str(args.threads)]
     if args.reference:
         command += ["--reference", args.reference]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **MALLOC_ENV})
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -1,8 +1,8 @@
 """Cases for the comparison with the official HAT code (``XPixelGroup/HAT``, ``hat/archs/hat_arch.py``).
 
 Weights and inputs are generated from seeds, so the fixture file stores only the official outputs;
-``tools/make_official_fixtures.py --hat CHECKOUT`` runs the official implementation on the same cases to produce it. Every
-configuration runs at a multiple of its window and at an odd size, which HAT's test pipeline
+``tools/make_official_fixtures.py --hat CHECKOUT`` runs the official implementation on the same cases to produce
+it. Every configuration runs at a multiple of its window and at an odd size, which HAT's test pipeline
 (``hat/models/hat_model.py``) pads by reflection to the window and crops back. The reduced cases take well
 under a second each on 2 CPU cores.
 

@@ -3,8 +3,8 @@ parameter counts, the official layout, files, detection and any input size.
 
 The official code (``XPixelGroup/HAT``) is used where a checkout is at hand ($HAT_CHECKOUT, default
 /work/checkouts/XPixelGroup+HAT); without one those comparisons skip, and the fixture
-(``tests/fixtures/official_hat_outputs.pt``, made by ``tools/make_official_fixtures.py --hat CHECKOUT``) carries the official outputs
-and parameter counts.
+(``tests/fixtures/official_hat_outputs.pt``, made by ``tools/make_official_fixtures.py --hat CHECKOUT``) carries
+the official outputs and parameter counts.
 """
 
 from __future__ import annotations

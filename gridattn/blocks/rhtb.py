@@ -10,8 +10,8 @@ from ..layers import FusedConv
 from .fab import FAB
 from .gab import GAB
 from .group import block_rates, conv_residual
-from .reconstruction import ResidualConv, residual_conv
 from .numerics import Numerics, mask_value
+from .reconstruction import ResidualConv, residual_conv
 
 
 class RHTB(nn.Module):

@@ -165,12 +165,21 @@ class WindowAttention(nn.Module):
         check_feature_map(x, self.in_dim, weight=self.qkv.weight)
         batch, height, width, _ = x.shape
         shift = self.shift
-        qkv = pad_to_multiple(self._project(x), self.window_size)
-        padded_h, padded_w = qkv.shape[1:3]
-        if any(shift):
-            qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        if not (height % self.window_size[0] or width % self.window_size[1]):
+            # no padding: roll and partition the input, a third as wide as the projection, then project the
+            # windows (padding must come first, and padded tokens must stay zero)
+            padded_h, padded_w = height, width
+            if any(shift):
+                x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+            qkv = self._project(window_partition(x, self.window_size))
+        else:
+            qkv = pad_to_multiple(self._project(x), self.window_size)
+            padded_h, padded_w = qkv.shape[1:3]
+            if any(shift):
+                qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+            qkv = window_partition(qkv, self.window_size)
         q, k, v = rearrange(
-            window_partition(qkv, self.window_size),
+            qkv,
             "(b n) wh ww (three heads d) -> three b n heads (wh ww) d",
             b=batch,
             three=3,
