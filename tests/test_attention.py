@@ -144,6 +144,25 @@ def test_unknown_backend_and_bad_shapes_raise_value_error():
         attention(q.long(), q.long(), q.long())
 
 
+@given(choices=st.lists(st.sampled_from(["1", "same", "other"]), min_size=0, max_size=5))
+def test_bias_shapes_are_accepted_exactly_when_they_broadcast_to_the_scores(choices):
+    """The hand-written check against torch.broadcast_shapes (the reference)."""
+    q, k = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 6, 5)
+    scores = (2, 3, 4, 6)
+    dims = list(scores[len(scores) - len(choices):]) if len(choices) <= 4 else [2, *scores]
+    shape = tuple(1 if c == "1" else d if c == "same" else d + 1 for c, d in zip(choices, dims))
+    try:
+        broadcasts = torch.broadcast_shapes(shape, scores) == scores
+    except RuntimeError:
+        broadcasts = False
+    bias = torch.zeros(shape)
+    if broadcasts:
+        assert attention(q, k, k, bias, backend="math").shape == (2, 3, 4, 5)
+    else:
+        with pytest.raises(ValueError, match="does not broadcast to the scores"):
+            attention(q, k, k, bias, backend="math")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("xformers") is not None and torch.cuda.is_available(),
                     reason="xformers can run here")
 def test_unavailable_backend_says_why():

