@@ -29,8 +29,9 @@ kernels and libraries loaded on first use); ``malloc kept``, what the warm-up fr
 before the trim (a long-running process holds it); and the process's peak resident set itself.
 
 Variants: ``official`` (needs ``--reference``: the official code, its own padding); ``gridattn`` (official
-numerics: the same outputs; position biases cached per size, as ``gridattn.inference.upscale`` runs it);
-``nocache`` (the same without the bias cache); ``corrected`` (corrected numerics, bias cache on).
+numerics: the same outputs; as ``gridattn.inference.upscale`` runs one image in one pass, without the bias cache);
+``cached`` (the same with the position biases cached per size, as ``upscale`` runs tiles and self-ensembles: the
+biases are not recomputed, and are held between calls); ``corrected`` (corrected numerics, no cache).
 
 Architectures: one entry of ``OFFICIAL_CODE`` each (how to import and call the official code); gridattn's side
 comes from the model registry (presets, official layout). SwinIR and HAT are there; another architecture is
@@ -64,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "benchmarks")]  # official_reference; the other benchmarks
 from hmanet_speed import matmul_peak  # noqa: E402
 
-VARIANTS = ("official", "gridattn", "nocache", "corrected")
+VARIANTS = ("official", "gridattn", "cached", "corrected")
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Bench:
         model = build_model(self.config(preset, "corrected" if variant == "corrected" else "official")).eval()
         if same_weights:
             model.load_state_dict(self.shared_weights(preset).state_dict())
-        return set_bias_cache(model, variant != "nocache")
+        return set_bias_cache(model, variant == "cached")
 
     def forward(self, model: torch.nn.Module, variant: str, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

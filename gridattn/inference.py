@@ -359,13 +359,15 @@ def upscale(
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model.eval()
+    count = len(transforms)
+    if tile is not None:  # rotated runs have the same number of tiles
+        count *= len(_tile_layout(x.shape[-2], x.shape[-1], tile, tile_overlap, multiple)[1])
+    # the weights do not change during the call: with more than one model call, position biases once per size
+    # and no wait for the GPU to check them; with one call the cache would only hold memory
+    cached = isinstance(model, nn.Module) and count > 1
     try:
-        # the weights do not change during the call: biases once per size, no wait for the GPU to check them
-        with torch.no_grad(), bias_cache(model) if isinstance(model, nn.Module) else contextlib.nullcontext():
+        with torch.no_grad(), bias_cache(model) if cached else contextlib.nullcontext():
             x_device = x.to(device=device, dtype=dtype)
-            count = len(transforms)
-            if tile is not None:  # rotated runs have the same number of tiles
-                count *= len(_tile_layout(x.shape[-2], x.shape[-1], tile, tile_overlap, multiple)[1])
             bar = tqdm(total=count, disable=not progress, desc="upscale", unit="tile" if tile else "pass")
             total = None
             for rotations, flip in transforms:

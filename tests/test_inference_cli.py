@@ -87,6 +87,19 @@ def test_image_kinds_round_trip():
         upscale(model, rgb.astype(np.int32))
 
 
+@pytest.mark.parametrize("tile, self_ensemble, cached", [(None, False, False), (16, False, True), (None, True, True)])
+def test_the_bias_cache_is_on_only_where_the_model_runs_more_than_once(tile, self_ensemble, cached):
+    """One whole-image pass computes each bias once either way, so the cache would only hold memory; tiles and
+    the ensemble reuse it. Seen from inside the forward, and nothing is left cached afterwards."""
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    biases = [m for m in model.modules() if hasattr(m, "_cache_enabled")]
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append({m._cache_enabled for m in biases}))
+    upscale(model, np.zeros((32, 32, 3), np.uint8), tile=tile, tile_overlap=4, self_ensemble=self_ensemble)
+    assert seen and all(states == {cached} for states in seen)
+    assert not any(m._cache_enabled or m._cache for m in biases)
+
+
 def test_model_mode_is_restored():
     model = HMANet(hmanet_config(2, "tiny")).train()
     upscale(model, torch.rand(1, 3, 8, 8))

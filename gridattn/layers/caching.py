@@ -9,7 +9,7 @@ forward, which is always right.
 The rule: while the cache is on, do not change the weights. Loading a state dict and switching between train and
 eval mode clear the cache (so do leaving :func:`bias_cache` and ``set_bias_cache(model, False)``); in-place edits
 (an EMA update, ``p.data.copy_``, an optimiser step) are not seen until one of those. ``gridattn.inference.upscale``
-turns the cache on for the duration of a call.
+turns the cache on for the duration of a call that runs the model more than once (tiles, self-ensemble).
 """
 
 from __future__ import annotations
