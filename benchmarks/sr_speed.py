@@ -101,7 +101,14 @@ def _hat() -> OfficialCode:
                         {"hat_s": "HAT-S", "hat": "HAT"})
 
 
-OFFICIAL_CODE = {"swinir": _swinir, "hat": _hat}
+def _hmanet() -> OfficialCode:
+    from official_reference import load_official_arch, official_hma_forward, official_model
+
+    return OfficialCode("korouuuuu/HMA", load_official_arch, official_model, official_hma_forward,
+                        {"official": "HMANet"})
+
+
+OFFICIAL_CODE = {"swinir": _swinir, "hat": _hat, "hmanet": _hmanet}
 
 
 @dataclass

@@ -50,14 +50,6 @@ def run_cases(cases: ModuleType, build: Callable, forward: Callable) -> dict[str
     return outputs
 
 
-def hma_forward(model: torch.nn.Module, x: torch.Tensor, c) -> torch.Tensor:
-    """The official HMA test padding: mirror to a multiple of the window, run, crop."""
-    h, w = x.shape[-2:]
-    x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :h + (-h) % c.window_size]
-    x = torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, :w + (-w) % c.window_size]
-    return model(x)[:, :, :h * c.scale, :w * c.scale]
-
-
 def hat_parameter_counts(arch: ModuleType) -> dict[str, int]:
     """The official model's parameter count for every gridattn HAT preset at x2, x3 and x4."""
     from gridattn.models import hat_config
@@ -95,7 +87,8 @@ def main() -> None:
         import official_cases
 
         arch = ref.load_official_arch(args.hma)
-        save(run_cases(official_cases, lambda c: ref.official_model(arch, c), hma_forward), official_cases.FIXTURE)
+        save(run_cases(official_cases, lambda c: ref.official_model(arch, c),
+                       lambda m, x, c: ref.official_hma_forward(m, x)), official_cases.FIXTURE)
     if args.swinir:
         import official_cases_swinir
 

@@ -109,6 +109,16 @@ def official_hat_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     return model(padded)[..., :h * scale, :w * scale]
 
 
+def official_hma_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """HMA's test pipeline: mirror the image to a multiple of the window (``cat([x, flip(x)])`` then crop), the
+    model, crop."""
+    window, scale = model.window_size, model.upscale
+    h, w = x.shape[-2:]
+    x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :h + (-h) % window]
+    x = torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, :w + (-w) % window]
+    return model(x)[:, :, :h * scale, :w * scale]
+
+
 def load_neosr_hma_arch(checkout: str | Path) -> types.ModuleType:
     """neosr's ``neosr/archs/hma_arch.py`` of a checkout of neosr-project/neosr as a module; its imports of
     neosr's option parser and registry are stubbed (``net_opt`` answers scale 4, not training)."""
