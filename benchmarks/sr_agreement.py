@@ -49,7 +49,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="torch.meshgrid")
     probe = Bench(args.arch, 4, args.reference, args.threads)
-    presets = args.models or [p for p in probe.registered.presets if p != "tiny" and not probe.config(p).image_skip]
+    presets = args.models or [p for p, make in probe.registered.presets.items()
+                              if p != "tiny" and not make(preset_scales(probe, p)[0]).image_skip]
     print(f"# {probe.registered.title} against {probe.code.repository}, float32, official numerics, "
           f"torch {torch.__version__}\n")
     print("| preset | scale | parameters official | parameters gridattn | max diff at window multiple | "
