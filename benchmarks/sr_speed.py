@@ -31,7 +31,9 @@ before the trim (a long-running process holds it); and the process's peak reside
 Variants: ``official`` (needs ``--reference``: the official code, its own padding); ``gridattn`` (official
 numerics: the same outputs; as ``gridattn.inference.upscale`` runs one image in one pass, without the bias cache);
 ``cached`` (the same with the position biases cached per size, as ``upscale`` runs tiles and self-ensembles: the
-biases are not recomputed, and are held between calls); ``corrected`` (corrected numerics, no cache).
+biases are not recomputed, and are held between calls); ``corrected`` (corrected numerics, no cache);
+``bfloat16`` (``gridattn`` under ``torch.autocast("cpu", torch.bfloat16)``, as ``upscale(dtype="bfloat16")`` runs it;
+its max diff is bfloat16's error).
 
 Architectures: one entry of ``OFFICIAL_CODE`` each (how to import and call the official code); gridattn's side
 comes from the model registry (presets, official layout). SwinIR and HAT are there; another architecture is
@@ -65,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "benchmarks")]  # official_reference; the other benchmarks
 from hmanet_speed import matmul_peak  # noqa: E402
 
-VARIANTS = ("official", "gridattn", "cached", "corrected")
+VARIANTS = ("official", "gridattn", "cached", "corrected", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class Bench:
         return set_bias_cache(model, variant == "cached")
 
     def forward(self, model: torch.nn.Module, variant: str, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=variant == "bfloat16"):
             return self.code.forward(model, x) if variant == "official" else model(x)
 
 
@@ -281,9 +283,9 @@ def main() -> None:
                      f"{sorted(bench.registered.presets)}")
     torch.set_num_threads(args.threads)
     peak = matmul_peak(torch.device("cpu"), torch.float32)
-    print(f"# {bench.registered.title} forward, float32, batch 1, CPU, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {args.repeats} interleaved repeats; float32 matrix-product peak "
-          f"{peak:.0f} GFLOP/s\n")
+    print(f"# {bench.registered.title} forward, float32 unless the variant says, batch 1, CPU, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {args.repeats} interleaved repeats; "
+          f"float32 matrix-product peak {peak:.0f} GFLOP/s\n")
     header = ["model", "LR", "variant", "median s", "spread s", f"speed vs {variants[0]}", "GFLOPs",
               "GFLOP/s (of peak)"]
     if not args.no_memory:

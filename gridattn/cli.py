@@ -20,12 +20,15 @@ from ._arguments import Parser, non_negative_int, positive_int
 from ._errors import InputError, LayoutAssumedWarning, one_line
 from .data import IMAGE_SUFFIXES, benchmark_pairs, list_images, read_image, write_image
 from .evaluation import evaluate
+from .functional.precision import DTYPE_CHOICES
 from .inference import upscale
 from .models import architectures, load_model
 
 CHECKPOINT_HELP = (f"model checkpoint ({', '.join(a.title for a in architectures().values())}): .safetensors / .pth "
                    "written by gridattn, an official release, a trainer's last.pt, or a training stage folder (its "
                    "model.safetensors)")
+DTYPE_HELP = ("what the model computes in: auto (default) is bfloat16 for upscale where this device runs it faster "
+              "(gridattn info says), float32 for evaluate (the benchmark protocol)")
 LAYOUT_HELP = ("layout of a checkpoint without gridattn's configuration: official (default) or neosr (HMA files "
                "trained with neosr, RGB mean 0.5)")
 
@@ -65,7 +68,8 @@ def _cmd_upscale(args) -> int:
     for path in files:
         image = read_image(path)
         result = upscale(model, image, tile=args.tile, tile_overlap=args.tile_overlap,
-                         self_ensemble=args.self_ensemble, progress=not args.quiet, compile=args.compile)
+                         self_ensemble=args.self_ensemble, progress=not args.quiet, compile=args.compile,
+                         dtype=args.dtype)
         target = out if single_file else out / f"{path.stem}.png"
         write_image(target, result)
         if not args.quiet:
@@ -116,7 +120,7 @@ def _cmd_evaluate(args) -> int:
     benchmark_pairs(args.hr, args.scale, args.lr)  # folder errors before the model is loaded
     model = None if args.bicubic else _load_model(args, args.scale, device)
     result = evaluate(model, args.hr, args.scale, lr_folder=args.lr, tile=args.tile, tile_overlap=args.tile_overlap,
-                      self_ensemble=args.self_ensemble)
+                      self_ensemble=args.self_ensemble, dtype=args.dtype)
     if args.json:
         print(json.dumps({"psnr": result.psnr, "ssim": result.ssim, "images": len(result.per_image),
                           "scale": args.scale, "method": "bicubic" if model is None else str(args.checkpoint),
@@ -183,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--tile-overlap", type=non_negative_int, default=16, help="tile overlap in LR pixels")
         sub.add_argument("--self-ensemble", action="store_true", help="average 8 flips/rotations")
         sub.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+        sub.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     up.add_argument("--quiet", action="store_true", help="no progress output")
     up.add_argument("--compile", action="store_true",
                     help="torch.compile the model (CUDA: CUDA graphs); pays off for many images or tiles of one size")

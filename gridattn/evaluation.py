@@ -11,11 +11,13 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ._errors import InputError
 from .data.benchmark import benchmark_pairs
 from .data.imresize import imresize
-from .inference import Model, upscale
+from .functional.precision import compute_dtype
+from .inference import Model, _placement, upscale
 from .metrics import SSIM_WINDOW, psnr, ssim
 
 
@@ -53,6 +55,7 @@ def evaluate(
     tile: int | None = None,
     tile_overlap: int = 16,
     self_ensemble: bool = False,
+    dtype: str | torch.dtype = "auto",
 ) -> Evaluation:
     """Y-PSNR / SSIM of ``model`` (``None``: MATLAB bicubic upsampling) on the images of ``hr_folder``.
 
@@ -65,6 +68,8 @@ def evaluate(
             for grid attention on large images on a CPU.
         tile_overlap: overlap of the tiles.
         self_ensemble: average the 8 flips and rotations.
+        dtype: what the model computes in (:func:`~gridattn.functional.compute_dtype`); ``"auto"`` is the
+            weights' own dtype (float32: the benchmark protocol), ``"bfloat16"`` chooses the fast path.
 
     Raises:
         FileNotFoundError: a folder or a matching LR image is missing.
@@ -76,6 +81,8 @@ def evaluate(
         >>> round(result.psnr, 2), round(result.ssim, 4)   # doctest: +SKIP
         (28.43, 0.8111)
     """
+    if model is not None:
+        dtype = compute_dtype(dtype, *_placement(model), auto_bfloat16=False)
     scores = []
     for name, hr, lr in benchmark_pairs(hr_folder, scale, lr_folder):
         if min(hr.shape[:2]) - 2 * scale < SSIM_WINDOW:
@@ -84,6 +91,6 @@ def evaluate(
         if model is None:
             sr = imresize(lr, scale)
         else:
-            sr = upscale(model, lr, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble)
+            sr = upscale(model, lr, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble, dtype=dtype)
         scores.append(ImageScore(name, psnr(sr, hr, border=scale), ssim(sr, hr, border=scale)))
     return Evaluation(scale, tuple(scores))

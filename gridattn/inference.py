@@ -26,6 +26,7 @@ from torch import nn
 from ._errors import InputError
 from .data.images import pil_pixels
 from .data.imresize import imresize
+from .functional.precision import compute_dtype
 from .layers import bias_cache
 from .memory import estimate_inference_memory
 from .models.config import ModelConfig
@@ -288,6 +289,7 @@ def upscale(
     check_memory: bool = True,
     spec: ModelSpec | None = None,
     compile: bool = False,
+    dtype: str | torch.dtype = "auto",
 ):
     """Super-resolve ``image`` with ``model``.
 
@@ -315,6 +317,11 @@ def upscale(
             Each input shape compiles once (PyTorch keeps the compiled code for later calls on the same model):
             with ``tile``, a large image needs at most four shapes (full, bottom, right and corner tiles) and
             a smaller last batch. The first call pays the compilation (tens of seconds on a CPU).
+        dtype: what the forward computes in (:func:`~gridattn.functional.compute_dtype`): ``"auto"`` (default)
+            is bfloat16 for float32 weights on a device where it pays
+            (:func:`~gridattn.functional.bfloat16_pays`: CPUs with bfloat16 units, recent GPUs), their own dtype
+            elsewhere; ``"float32"``, ``"bfloat16"`` or a ``torch.dtype`` choose. bfloat16 runs float32 weights
+            under ``torch.autocast``; the output is float32 either way.
 
     Returns:
         The upscaled image, of the kind and dtype of ``image`` (values clipped to ``[0, 1]``; ``uint8`` and
@@ -324,7 +331,7 @@ def upscale(
         ValueError: an image that is not ``(H, W)`` / ``(H, W, C)`` / ``(C, H, W)`` / ``(B, C, H, W)``, empty,
             of an integer dtype other than ``uint8`` / ``uint16``, NaN / Inf values, a float array (not a
             tensor) with values outside ``[0, 1]``, a channel count the model does not take, a tile overlap
-            that leaves no step.
+            that leaves no step, a ``dtype`` the weights cannot run in.
         ImageTooLargeError: (a ``ValueError``) the forward would not fit in memory; the message gives a
             tile size that does.
 
@@ -341,7 +348,9 @@ def upscale(
     _check_values(x, unit_range=not isinstance(image, torch.Tensor))
     spec = ModelSpec.of(model) if spec is None else spec
     channels, multiple = spec.in_channels, spec.pad_multiple
-    device, dtype = _placement(model)
+    device, weights_dtype = _placement(model)
+    dtype = compute_dtype(dtype, device, weights_dtype)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != weights_dtype else contextlib.nullcontext()
     alpha = None
     if (x.shape[1] == 4 and channels == 3) or (x.shape[1] == 2 and channels in (1, 3)):  # RGBA, gray + alpha
         x, alpha = x[:, :-1], x[:, -1:]
@@ -351,7 +360,7 @@ def upscale(
     if x.shape[1] != channels:
         raise InputError(f"the model takes {channels}-channel images, got {x.shape[1]} channels")
     if check_memory:
-        _check_memory(spec, x, tile, batch_tiles, device, dtype)
+        _check_memory(spec, x, tile, batch_tiles, device, weights_dtype)  # autocast keeps some activations float32
     transforms = _TRANSFORMS if self_ensemble else _TRANSFORMS[:1]
     runner = model
     if compile:
@@ -366,8 +375,8 @@ def upscale(
     # and no wait for the GPU to check them; with one call the cache would only hold memory
     cached = isinstance(model, nn.Module) and count > 1
     try:
-        with torch.no_grad(), bias_cache(model) if cached else contextlib.nullcontext():
-            x_device = x.to(device=device, dtype=dtype)
+        with torch.no_grad(), autocast, bias_cache(model) if cached else contextlib.nullcontext():
+            x_device = x.to(device=device, dtype=weights_dtype)
             bar = tqdm(total=count, disable=not progress, desc="upscale", unit="tile" if tile else "pass")
             total = None
             for rotations, flip in transforms:

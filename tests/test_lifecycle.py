@@ -92,7 +92,7 @@ def test_evaluate_upscale_and_export_the_trained_model(trained, tmp_path, capsys
     expected = []
     for path in sorted(hr_folder.iterdir()):
         hr = read_image(path)
-        expected.append(psnr(upscale(model, imresize(hr, 0.5)), hr, border=2))
+        expected.append(psnr(upscale(model, imresize(hr, 0.5), dtype="float32"), hr, border=2))
     assert report["psnr"] == pytest.approx(float(np.mean(expected)), abs=1e-9)
     # upscale with the printed model file
     image = trained["root"] / "Set" / "HR" / "0.png"

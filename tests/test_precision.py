@@ -1,11 +1,15 @@
-"""The bfloat16 decision: measured matrix-product rates, the threshold, the cache, and what gridattn info says."""
+"""The bfloat16 decision: measured matrix-product rates, the threshold, the cache, what gridattn info says, and the
+dtype that upscale, evaluate and the command line run in."""
 
 import pytest
 import torch
 
 import gridattn.functional.precision as precision
-from gridattn.functional import BFLOAT16_MIN_SPEEDUP, bfloat16_pays, clear_caches, measure_matmul_rates
+from gridattn._errors import InputError
+from gridattn.functional import BFLOAT16_MIN_SPEEDUP, bfloat16_pays, clear_caches, compute_dtype, measure_matmul_rates
+from gridattn.inference import upscale
 from gridattn.info import collect_info, format_info
+from gridattn.models import HMANet, hmanet_config
 
 
 @pytest.fixture
@@ -51,3 +55,93 @@ def test_a_real_measurement_times_real_products():
     assert measure_matmul_rates("cpu", size=128, seconds=0.01) is rates
     clear_caches()
     assert measure_matmul_rates("cpu", size=128, seconds=0.01) is not rates
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the dtype a forward runs in: compute_dtype, upscale(dtype=), evaluate(dtype=), --dtype
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_auto_is_bfloat16_for_upscale_only_where_it_pays_and_float32_weights(fake_rates, pays):
+    fake_rates(50.0, 160.0 if pays else 0.9)
+    assert compute_dtype("auto", "cpu", torch.float32) == (torch.bfloat16 if pays else torch.float32)
+    assert compute_dtype("auto", "cpu", torch.float32, auto_bfloat16=False) == torch.float32  # evaluate
+    assert compute_dtype("auto", "cpu", torch.float64) == torch.float64  # a float64 model stays exact
+    assert compute_dtype("bfloat16", "cpu", torch.float32) == torch.bfloat16  # chosen: even where slow
+    assert compute_dtype(torch.float32, "cpu", torch.float32) == torch.float32
+
+
+def test_dtypes_the_weights_cannot_run_in_are_refused():
+    with pytest.raises(InputError, match="dtype must be one of .*got 'half'"):
+        compute_dtype("half", "cpu", torch.float32)
+    with pytest.raises(InputError, match="cannot run bfloat16 weights in float32"):
+        compute_dtype("float32", "cpu", torch.bfloat16)
+    with pytest.raises(InputError, match="cannot run float32 weights in float16"):
+        compute_dtype(torch.float16, "cpu", torch.float32)
+
+
+def _autocast_seen(model):
+    """Records, per forward, the CPU autocast dtype in force (None when off)."""
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(
+        torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+    return seen
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_upscale_runs_bfloat16_under_autocast_where_auto_chooses_it(fake_rates, pays):
+    """The decision reaches the forward (seen from inside it); float32 stays bit-equal to the model itself; bfloat16
+    stays within 1e-2 relative L2 of float32 (random weights) and is not float32 in disguise."""
+    fake_rates(50.0, 160.0 if pays else 0.9)
+    torch.manual_seed(0)
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    image = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    seen = _autocast_seen(model)
+    auto = upscale(model, image)
+    assert seen == [torch.bfloat16 if pays else None]
+    exact = upscale(model, image, dtype="float32")
+    with torch.no_grad():
+        assert torch.equal(exact, model(image).clamp(0, 1))
+    fast = upscale(model, image, dtype="bfloat16")
+    assert seen[1:] == [None, None, torch.bfloat16] and fast.dtype == torch.float32
+    assert torch.equal(auto, fast if pays else exact)
+    relative = ((fast - exact).norm() / exact.norm()).item()
+    assert 0 < relative < 1e-2
+
+
+def test_evaluate_stays_float32_under_auto_and_takes_bfloat16_when_chosen(fake_rates, tmp_path):
+    from gridattn.data import write_image
+    from gridattn.evaluation import evaluate
+
+    fake_rates(50.0, 160.0)  # bfloat16 pays here: auto must still be float32 for the benchmark protocol
+    hr = tmp_path / "HR"
+    hr.mkdir()
+    write_image(hr / "a.png", (torch.rand(32, 36, 3, generator=torch.Generator().manual_seed(2)).numpy() * 255)
+                .astype("uint8"))
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    seen = _autocast_seen(model)
+    auto, fast = evaluate(model, hr, 2), evaluate(model, hr, 2, dtype="bfloat16")
+    assert seen == [None, torch.bfloat16]
+    assert auto.psnr != fast.psnr and abs(auto.psnr - fast.psnr) < 0.5
+
+
+def test_the_command_line_takes_dtype(tmp_path, capsys):
+    from gridattn.cli import main
+    from gridattn.data import read_image, write_image
+    from gridattn.models import save_model
+
+    torch.manual_seed(0)
+    model = HMANet(hmanet_config(2, "tiny")).eval()
+    save_model(model, tmp_path / "m.safetensors")
+    image = (torch.rand(20, 24, 3, generator=torch.Generator().manual_seed(3)).numpy() * 255).astype("uint8")
+    write_image(tmp_path / "in.png", image)
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / f"{dtype}.png"), "--quiet",
+                     "--checkpoint", str(tmp_path / "m.safetensors"), "--dtype", dtype]) == 0
+        outputs[dtype] = read_image(tmp_path / f"{dtype}.png")
+        assert (outputs[dtype] == upscale(model, image, dtype=dtype)).all()
+    with pytest.raises(SystemExit) as exit_:
+        main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--checkpoint",
+              str(tmp_path / "m.safetensors"), "--dtype", "float16"])
+    assert exit_.value.code == 2 and "--dtype" in capsys.readouterr().err

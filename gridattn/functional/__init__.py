@@ -23,7 +23,14 @@ from .partition import (
     window_reverse,
 )
 from .position import relative_offsets, relative_position_index, relative_position_rows
-from .precision import BFLOAT16_MIN_SPEEDUP, MatmulRates, bfloat16_pays, measure_matmul_rates
+from .precision import (
+    BFLOAT16_MIN_SPEEDUP,
+    DTYPE_CHOICES,
+    MatmulRates,
+    bfloat16_pays,
+    compute_dtype,
+    measure_matmul_rates,
+)
 
 __all__ = [
     "BACKENDS",
@@ -36,6 +43,8 @@ __all__ = [
     "available_backends",
     "block_length",
     "bfloat16_pays",
+    "compute_dtype",
+    "DTYPE_CHOICES",
     "blocked_attention",
     "clear_caches",
     "use_backend",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._errors import InputError
 from ._cache import _CACHES
 
 BFLOAT16_MIN_SPEEDUP = 1.5
@@ -96,3 +97,47 @@ def bfloat16_pays(device: str | torch.device = "cpu") -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return measure_matmul_rates(device).speedup >= BFLOAT16_MIN_SPEEDUP
+
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+"""The names :func:`compute_dtype` takes (the command line's ``--dtype``)."""
+
+
+def compute_dtype(choice: str | torch.dtype, device: str | torch.device, weights: torch.dtype, *,
+                  auto_bfloat16: bool = True) -> torch.dtype:
+    """The dtype an inference forward runs in.
+
+    Args:
+        choice: ``"auto"``, ``"float32"``, ``"bfloat16"`` or a ``torch.dtype``.
+        device: where the forward runs.
+        weights: the dtype of the model's weights.
+        auto_bfloat16: whether ``"auto"`` may choose bfloat16 (``upscale``: yes; ``evaluate``, whose protocol is
+            float32: no).
+
+    Returns:
+        ``"auto"``: bfloat16 where ``auto_bfloat16``, the weights are float32 and :func:`bfloat16_pays` on
+        ``device``; the weights' dtype otherwise. A named dtype: that one. bfloat16 with float32 weights runs
+        under ``torch.autocast``.
+
+    Raises:
+        InputError: an unknown name, or a dtype the weights cannot run in (only theirs, or bfloat16 for
+            float32 weights).
+
+    Example:
+        >>> import torch
+        >>> from gridattn.functional import compute_dtype
+        >>> compute_dtype("float32", "cpu", torch.float32)
+        torch.float32
+    """
+    if isinstance(choice, str):
+        if choice not in DTYPE_CHOICES:
+            raise InputError(f"dtype must be one of {DTYPE_CHOICES} or a torch.dtype, got {choice!r}")
+        if choice == "auto":
+            fast = auto_bfloat16 and weights == torch.float32 and bfloat16_pays(device)
+            return torch.bfloat16 if fast else weights
+        choice = getattr(torch, choice)
+    if choice != weights and not (choice == torch.bfloat16 and weights == torch.float32):
+        raise InputError(f"cannot run {str(weights).removeprefix('torch.')} weights in "
+                         f"{str(choice).removeprefix('torch.')}: choose their own dtype (or bfloat16 for float32 "
+                         "weights), or convert the model")
+    return choice
