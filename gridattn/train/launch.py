@@ -18,6 +18,7 @@ import torch
 
 from .._arguments import positive_int
 from .._errors import InputError
+from ..functional.precision import bfloat16_pays
 from ..models.registry import architectures
 from .recipe import RECIPES, StageResult, results_table, run_recipe
 
@@ -66,6 +67,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="cap on the steps of every stage (milestones scaled alike)")
     parser.add_argument("--numerics", choices=("corrected", "official"), default="corrected")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--float32", action="store_true",
+                        help="train in float32 even where bfloat16 autocast pays (gridattn info says where)")
     parser.add_argument("--resume", action="store_true", help="continue an earlier run in --output "
                         "(without it, a non-empty output folder is refused)")
     parser.add_argument("--scratch-control", metavar="STAGE", help="also train STAGE from random weights "
@@ -118,11 +121,13 @@ def launch(args: argparse.Namespace) -> list[StageResult]:
         eval_sets = eval_sets or bundled_eval
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # the trainer's default
+        precision = "float32" if args.float32 or not bfloat16_pays(device) else "bfloat16 autocast"
         print(f"recipe {recipe.name}: {len(recipe.stages)} stages, {arch} preset {recipe.model!r}, "
-              f"numerics {args.numerics}", flush=True)
+              f"numerics {args.numerics}, {precision}", flush=True)
     started = time.time()
     results = run_recipe(recipe, folders, str(output), eval_sets=eval_sets, numerics=args.numerics, arch=arch,
-                         max_steps=args.max_steps, device=args.device, progress=not args.quiet)
+                         max_steps=args.max_steps, device=args.device, progress=not args.quiet, bf16=not args.float32)
     if main:
         print()
         print(results_table(results))

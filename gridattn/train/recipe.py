@@ -201,6 +201,7 @@ def run_recipe(
     max_steps: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    bf16: bool = True,
 ) -> list[StageResult]:
     """Run every stage in order (each resumes from its own checkpoint if one exists) and evaluate its EMA model.
 
@@ -217,6 +218,7 @@ def run_recipe(
         max_steps: cap on each stage's steps (milestones scaled alike).
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         progress: show progress bars.
+        bf16: bfloat16 autocast where it pays (:attr:`TrainConfig.bf16`); ``False`` trains in float32.
 
     Returns:
         One :class:`StageResult` per stage, in running order; :func:`results_table` formats them.
@@ -247,7 +249,7 @@ def run_recipe(
             batch_size=stage.batch_size, patch_size=stage.patch_size, ema_decay=stage.ema_decay,
             init_from=None if stage.init_from is None else str(Path(output_dir) / stage.init_from),
             checkpoint_every=max(1, min(500, stage.iterations)), log_every=max(1, min(50, stage.iterations)),
-            device=device, progress=progress,
+            device=device, progress=progress, bf16=bf16,
         )
         print(f"== stage {stage.name}: x{stage.scale}, {stage.iterations} steps"
               + (f", from {stage.init_from}" if stage.init_from else ""), flush=True)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .._errors import CheckpointError, one_line
 from ..evaluation import evaluate
+from ..functional.precision import bfloat16_pays
 from ..models.config import ModelConfig
 from ..models.files import STAGE_MODEL_FILE, TRAINER_CHECKPOINT_FILE, load_model, save_model
 from ..models.registry import build_model, config_from_dict, get_architecture
@@ -61,7 +62,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str | None = None  # default: cuda when available
-    bf16: bool = True  # autocast to bfloat16 on CUDA
+    bf16: bool = True  # autocast to bfloat16 where it pays (functional.bfloat16_pays: CUDA, CPUs with bf16 units)
     grad_checkpointing: bool = False
     tensorboard: bool = False
     num_workers: int = 0
@@ -365,7 +366,8 @@ def train(config: TrainConfig) -> dict:
                         pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # its own: starting an iterator must not draw from the global RNG
     log = _RunLog(config, step, procs.main)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    # loss, gradients, optimiser and EMA stay float32: autocast runs only the model's products in bfloat16
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and bfloat16_pays(device))
     started, last_time, metrics = time.time(), time.time(), {}
     net.train()
     for lr_batch, hr_batch in loader:
