@@ -394,3 +394,28 @@ def test_a_trainer_checkpoint_of_gridattn_0_2_still_loads_and_resumes(image_fold
     assert torch.equal(loaded.state_dict()["reconstruction.upsample.0.weight"], old["upsample.0.weight"])
     train(_config(tmp_path, image_folder, iterations=3))  # resumes the old checkpoint
     assert torch.load(path, weights_only=True)["step"] == 3
+
+
+@pytest.mark.parametrize("pays, bf16, expected", [(True, True, True), (False, True, False), (True, False, False)])
+def test_bfloat16_autocast_where_it_pays_with_float32_weights_and_loss(image_folder, tmp_path, monkeypatch, pays,
+                                                                        bf16, expected):
+    """The trainer asks bfloat16_pays (faked both ways) and honours bf16=False; the model's products run under
+    autocast (seen from inside the step), while the loss, weights and EMA stay float32."""
+    import gridattn.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "bfloat16_pays", lambda device: pays)
+    seen, step = [], trainer._step
+
+    def recording(net, optimizer, lr_batch, hr_batch, lr, autocast, grad_clip):
+        with autocast:
+            seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        loss = step(net, optimizer, lr_batch, hr_batch, lr, autocast, grad_clip)
+        assert loss.dtype == torch.float32
+        return loss
+
+    monkeypatch.setattr(trainer, "_step", recording)
+    train(_config(tmp_path, image_folder, iterations=2, device="cpu", bf16=bf16))
+    assert seen == [expected, expected]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert {v.dtype for part in ("model", "ema") for v in state[part].values() if v.is_floating_point()} == {
+        torch.float32}
