@@ -231,7 +231,8 @@ model = hmanet_config(2, "tiny").replace(embed_dim=16, depths=(2,), num_heads=(2
                                          drop_path_rate=options.get("drop_path", 0.0))
 train(TrainConfig(output_dir=out, model=model, data=(data,), iterations=options.get("iterations", 3), batch_size=4,
                   patch_size=16, grad_clip=options.get("grad_clip", 0.05), ema_decay=0.5, checkpoint_every=1,
-                  log_every=1, progress=False, max_steps=options.get("max_steps")))
+                  log_every=1, progress=False, max_steps=options.get("max_steps"),
+                  bf16=False))  # float32: bfloat16 rounding depends on how the batch is split
 rank = int(os.environ.get("RANK", "0"))
 torch.save(grads, os.path.join(out, f"grads-{rank}.pt"))
 """
