@@ -218,7 +218,7 @@ def run_recipe(
         max_steps: cap on each stage's steps (milestones scaled alike).
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         progress: show progress bars.
-        bf16: bfloat16 autocast where it pays (:attr:`TrainConfig.bf16`); ``False`` trains in float32.
+        bf16: bfloat16 autocast where it pays (``TrainConfig.bf16``); ``False`` trains in float32.
 
     Returns:
         One :class:`StageResult` per stage, in running order; :func:`results_table` formats them.
