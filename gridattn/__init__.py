@@ -1,4 +1,4 @@
-"""gridattn: attention components for vision, and HMANet built from them.
+"""gridattn: attention components for vision, and the SR transformers built from them (HMANet, SwinIR, HAT, DAT).
 
 Layers take and return channels-last feature maps ``(B, H, W, C)`` of any height and width.
 """
@@ -8,7 +8,9 @@ from ._errors import InputError
 from ._version import __version__ as __version__
 from .functional import attention, available_backends, set_default_backend, use_backend
 from .layers import (
+    AdaptiveInteraction,
     ChannelAttention,
+    ChannelSelfAttention,
     ContinuousPositionBias,
     ConvChannelAttention,
     DropPath,
@@ -20,14 +22,18 @@ from .layers import (
     PositionBias,
     PostNorm,
     PreNorm,
+    RectangleWindowAttention,
     RelativePositionBias,
+    SpatialGateMlp,
     WindowAttention,
     bias_cache,
     set_bias_cache,
 )
 
 __all__ = [
+    "AdaptiveInteraction",
     "ChannelAttention",
+    "ChannelSelfAttention",
     "ContinuousPositionBias",
     "ConvChannelAttention",
     "DropPath",
@@ -40,7 +46,9 @@ __all__ = [
     "PositionBias",
     "PostNorm",
     "PreNorm",
+    "RectangleWindowAttention",
     "RelativePositionBias",
+    "SpatialGateMlp",
     "WindowAttention",
     "attention",
     "available_backends",

@@ -1,4 +1,4 @@
-"""Import the official HMANet implementation from a local checkout of korouuuuu/HMA (never vendored).
+"""Import the official implementations (HMANet, SwinIR, HAT, DAT, neosr's HMA) from local checkouts (never vendored).
 
 The official ``hma_arch.py`` needs three names from BasicSR; they are stubbed in ``sys.modules`` so that
 BasicSR (and its torchvision dependency) need not be installed.
@@ -159,4 +159,19 @@ def official_model(arch: types.ModuleType, config: HMANetConfig) -> torch.nn.Mod
         num_heads=list(config.num_heads), window_size=config.window_size, interval_size=config.interval,
         mlp_ratio=config.mlp_ratio, upsampler="pixelshuffle", resi_connection=config.resi_connection,
         drop_path_rate=config.drop_path_rate,  # only acts in training (benchmarks/train_speed.py)
+    ).eval()
+
+
+def load_dat_arch(checkout: str | Path) -> types.ModuleType:
+    """The official ``basicsr/archs/dat_arch.py`` of a checkout of zhengchen1999/DAT as a module."""
+    return load_module(Path(checkout) / "basicsr" / "archs" / "dat_arch.py", "dat_arch")
+
+
+def official_dat(arch: types.ModuleType, config) -> torch.nn.Module:
+    """An official ``DAT`` with a :class:`~gridattn.models.DATConfig`'s hyper-parameters (eval mode)."""
+    return arch.DAT(
+        upscale=config.scale, in_chans=config.in_channels, img_size=config.img_size, img_range=config.img_range,
+        split_size=list(config.window_size), depth=list(config.depths), embed_dim=config.embed_dim,
+        num_heads=list(config.num_heads), expansion_factor=config.mlp_ratio, qkv_bias=config.qkv_bias,
+        resi_connection=config.resi_connection, upsampler=config.upsampler, drop_path_rate=config.drop_path_rate,
     ).eval()

@@ -8,9 +8,10 @@ from ..functional._checks import check_positive
 from ..functional.backends import check_backend
 from .grid_attention import GridAttention
 from .overlapping_attention import OverlappingCrossAttention
+from .rectangle_window_attention import RectangleWindowAttention
 from .window_attention import WindowAttention
 
-ATTENTION_LAYERS = (WindowAttention, GridAttention, OverlappingCrossAttention)
+ATTENTION_LAYERS = (WindowAttention, GridAttention, OverlappingCrossAttention, RectangleWindowAttention)
 """The layers that have an attention ``backend`` and a ``max_scores`` memory bound."""
 
 

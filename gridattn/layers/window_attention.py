@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,90 @@ def masked_window_attention(
     return blocked_attention(q, k, v, lambda start, stop: position_bias + mask[start:stop, None], axis="groups",
                              block=block_length(max_scores, position_bias.numel()), scale=scale,
                              dropout_p=dropout_p, backend=backend)
+
+
+def window_self_attention(
+    x: torch.Tensor,
+    *,
+    num_heads: int,
+    window_size: int | tuple[int, int],
+    shift: int | tuple[int, int] = 0,
+    position_bias: torch.Tensor | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    qk_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, float]] | None = None,
+    mask_value: float = float("-inf"),
+    zero_padding_multiple: int | None = None,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+    max_scores: int = MAX_SCORES,
+) -> torch.Tensor:
+    """(Shifted) window self-attention of a map, without the output projection: the core of
+    :class:`WindowAttention` and of :class:`~gridattn.layers.RectangleWindowAttention`.
+
+    The projected map ``[q | k | v]`` is padded at the bottom/right to a multiple of the window, rolled by
+    ``-shift``, cut into windows; each window attends within itself (position bias plus the shifted-window and
+    padding mask), and the result is put back, rolled back and cropped.
+
+    Args:
+        x: ``(B, H, W, 3 * width)``, queries, keys and values side by side; or, with ``project``, the input
+            ``(B, H, W, C)`` that ``project`` maps to them (then, when no padding is needed, the input is rolled
+            and partitioned first and the windows projected: a third as much data to move).
+        num_heads: heads; ``width`` must be a multiple.
+        window_size: window height and width (int or pair).
+        shift: cyclic shift, ``0 <= shift < window`` per axis (int or pair).
+        position_bias: ``(num_heads, N, N)`` for the ``N`` tokens of a window, or ``None``.
+        project: ``(..., C) -> (..., 3 * width)``, or ``None`` when ``x`` is already projected.
+        qk_transform: ``(q, k) -> (q, k, scale)`` applied to the windows' queries and keys (Swin V2's cosine
+            attention), or ``None`` for ``q kᵀ / √d``.
+        mask_value: added to the scores of masked pairs (``-inf``: exact; Swin's ``-100``).
+        zero_padding_multiple: ``None`` (default) pads to the window and masks the padding exactly; an int
+            zero-pads H and W to a multiple of it and lets every token attend to the padding as if it were part
+            of the map (the official DAT code, padding to its longer window side; the window must divide it).
+        dropout_p: dropout on the attention weights.
+        backend: attention backend, ``None`` for the default.
+        max_scores: memory bound of :func:`masked_window_attention`.
+
+    Returns:
+        ``(B, H, W, width)``.
+
+    Raises:
+        ValueError: a window below 1, a shift outside the window, a ``zero_padding_multiple`` the window does
+            not divide.
+    """
+    window = to_pair(window_size, "window_size")
+    shift = check_shift(shift, window)
+    batch, height, width = x.shape[:3]
+    if zero_padding_multiple is not None and zero_padding_multiple % window[0] + zero_padding_multiple % window[1]:
+        raise ValueError(f"zero_padding_multiple {zero_padding_multiple} is not a multiple of the window {window}")
+    multiple = window if zero_padding_multiple is None else (zero_padding_multiple, zero_padding_multiple)
+    if project is not None and not (height % multiple[0] or width % multiple[1]):
+        padded_h, padded_w = height, width
+        if any(shift):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = project(window_partition(x, window))
+    else:
+        qkv = pad_to_multiple(x if project is None else project(x), multiple)
+        padded_h, padded_w = qkv.shape[1:3]
+        if any(shift):
+            qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = window_partition(qkv, window)
+    q, k, v = rearrange(windows, "(b n) wh ww (three heads d) -> three b n heads (wh ww) d", b=batch, three=3,
+                        heads=num_heads)
+    scale = None
+    if qk_transform is not None:
+        q, k, scale = qk_transform(q, k)
+    # with zero padding the padded map is treated as all real: only the shift is masked
+    mask_h, mask_w = (height, width) if zero_padding_multiple is None else (padded_h, padded_w)
+    mask = window_attention_mask(mask_h, mask_w, window, shift, device=q.device,
+                                 dtype=q.dtype if position_bias is None else position_bias.dtype,
+                                 masked_value=mask_value)  # (windows, N, N) or None
+    out = masked_window_attention(q, k, v, position_bias, mask, max_scores=max_scores, scale=scale,
+                                  dropout_p=dropout_p, backend=backend)
+    out = rearrange(out, "b n heads (wh ww) d -> (b n) wh ww (heads d)", wh=window[0])
+    out = window_reverse(out, window, padded_h, padded_w)
+    if any(shift):
+        out = torch.roll(out, shifts=shift, dims=(1, 2))
+    return unpad(out, height, width)
 
 
 class WindowAttention(nn.Module):
@@ -163,45 +248,19 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(x, self.in_dim, weight=self.qkv.weight)
-        batch, height, width, _ = x.shape
-        shift = self.shift
-        if not (height % self.window_size[0] or width % self.window_size[1]):
-            # no padding: roll and partition the input, a third as wide as the projection, then project the
-            # windows (padding must come first, and padded tokens must stay zero)
-            padded_h, padded_w = height, width
-            if any(shift):
-                x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-            qkv = self._project(window_partition(x, self.window_size))
-        else:
-            qkv = pad_to_multiple(self._project(x), self.window_size)
-            padded_h, padded_w = qkv.shape[1:3]
-            if any(shift):
-                qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-            qkv = window_partition(qkv, self.window_size)
-        q, k, v = rearrange(
-            qkv,
-            "(b n) wh ww (three heads d) -> three b n heads (wh ww) d",
-            b=batch,
-            three=3,
-            heads=self.num_heads,
-        )
-        scale = None
-        if self.logit_scale is not None:  # cosine similarity times the temperature, not q·k / sqrt(d)
-            temperature = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().to(q.dtype)  # q's under autocast
-            q = F.normalize(q, dim=-1) * temperature
-            k, scale = F.normalize(k, dim=-1), 1.0
         bias = None if self.relative_position_bias is None else self.relative_position_bias(self.window_size)
-        mask = window_attention_mask(
-            height, width, self.window_size, shift, device=q.device, dtype=q.dtype if bias is None else bias.dtype,
-            masked_value=self.mask_value,
-        )  # (windows, N, N) or None
-        out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores, scale=scale,
-                                      dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
-        out = rearrange(out, "b n heads (wh ww) d -> (b n) wh ww (heads d)", wh=self.window_size[0])
-        out = window_reverse(out, self.window_size, padded_h, padded_w)
-        if any(shift):
-            out = torch.roll(out, shifts=shift, dims=(1, 2))
-        return self.proj_drop(self.proj(unpad(out, height, width)))
+        out = window_self_attention(
+            x, num_heads=self.num_heads, window_size=self.window_size, shift=self.shift, position_bias=bias,
+            project=self._project, qk_transform=None if self.logit_scale is None else self._cosine,
+            mask_value=self.mask_value, dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend,
+            max_scores=self.max_scores,
+        )
+        return self.proj_drop(self.proj(out))
+
+    def _cosine(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Swin V2: cosine similarity times the temperature, not q·k / sqrt(d)."""
+        temperature = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().to(q.dtype)  # q's under autocast
+        return F.normalize(q, dim=-1) * temperature, F.normalize(k, dim=-1), 1.0
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim)`` -> ``(..., 3 * num_heads * head_dim)``: ``[q | k | v]``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import hat, hat_layout, hmanet, hmanet_layout, swinir, swinir_layout
+from . import dat, dat_layout, hat, hat_layout, hmanet, hmanet_layout, swinir, swinir_layout
 from .registry import Architecture, register
 
 register(Architecture(
@@ -20,4 +20,9 @@ register(Architecture(
     name="hat", title="HAT", config_class=hat.HATConfig, model_class=hat.HAT,
     presets={size: (lambda scale, size=size: hat.hat_config(scale, size)) for size in hat.PRESETS},
     layouts=hat_layout.LAYOUTS, infer_config=hat_layout.infer_config, flagship="hat",
+))
+register(Architecture(
+    name="dat", title="DAT", config_class=dat.DATConfig, model_class=dat.DAT,
+    presets={size: (lambda scale, size=size: dat.dat_config(scale, size)) for size in dat.PRESETS},
+    layouts=dat_layout.LAYOUTS, infer_config=dat_layout.infer_config, flagship="dat",
 ))

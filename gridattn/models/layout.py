@@ -9,6 +9,7 @@ differences; :func:`to_layout` and :func:`from_layout` apply them losslessly.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .._errors import CheckpointError
+from ..blocks.reconstruction import upsampler_scales
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,23 @@ def pixel_shuffle_scale(state: Mapping[str, torch.Tensor], features: int, scales
     if scale not in scales:
         raise CheckpointError(f"unsupported upsampler: convolutions with {ups} x {features} outputs")
     return scale
+
+
+def read_upsampler(state: Mapping[str, torch.Tensor], in_channels: int) -> dict[str, Any]:
+    """The reconstruction of an official SwinIR-style state dict (``upsampler``, ``scale`` and, where it has them,
+    ``upsample_features``), read off its keys and shapes; no upsampling keys: ``"none"`` at scale 1."""
+    if "conv_up1.weight" in state:
+        return dict(upsampler="nearest+conv", scale=4 if "conv_up2.weight" in state else 2,
+                    upsample_features=int(state["conv_up1.weight"].shape[0]))
+    convs = sorted((k for k in state if re.match(r"upsample\.\d+\.weight$", k)), key=lambda k: int(k.split(".")[1]))
+    if "conv_before_upsample.0.weight" in state:
+        feats = int(state["conv_before_upsample.0.weight"].shape[0])
+        scale = pixel_shuffle_scale(state, feats, upsampler_scales("pixelshuffle"))
+        return dict(upsampler="pixelshuffle", scale=scale, upsample_features=feats)
+    if convs:
+        scale = math.isqrt(state[convs[0]].shape[0] // in_channels)
+        return dict(upsampler="pixelshuffledirect", scale=scale)
+    return dict(upsampler="none", scale=1)
 
 
 def describe(config: Any) -> str:

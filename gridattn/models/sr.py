@@ -1,4 +1,4 @@
-"""What the SR transformers (HMANet, SwinIR, HAT) share: the configuration fields and the image-to-image
+"""What the SR transformers (HMANet, SwinIR, HAT, DAT) share: the configuration fields and the image-to-image
 skeleton around their bodies.
 
 ``image -> (image - mean) * img_range -> [pad] -> conv_first -> LN -> groups -> LN -> conv_after_body (+ skip)
@@ -34,7 +34,7 @@ class SRConfig(ModelConfig):
         embed_dim: feature channels.
         depths: blocks per residual group (one entry per group).
         num_heads: attention heads per group.
-        window_size: window of the window attentions.
+        window_size: window of the window attentions (DAT: the ``(h, w)`` of its rectangles).
         mlp_ratio: MLP hidden width relative to ``embed_dim``.
         qkv_bias: bias in the query/key/value projections.
         drop_path_rate: stochastic depth, rising linearly from 0 to this over all blocks.
@@ -84,7 +84,8 @@ class SRConfig(ModelConfig):
         if len(self.depths) != len(self.num_heads) or not self.depths or min(self.depths) < 1:
             raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must be non-empty, equally long "
                              "and positive")
-        if self.window_size < 1 or self.embed_dim < 1:
+        window = self.window_size if isinstance(self.window_size, tuple) else (self.window_size,)
+        if min(window) < 1 or self.embed_dim < 1:
             raise ValueError(f"window_size and embed_dim must be positive, got {self.window_size}, {self.embed_dim}")
         for heads in self.num_heads:
             if heads < 1 or self.embed_dim % heads:

@@ -11,10 +11,9 @@ import torch
 
 from .._errors import CheckpointError
 from ..blocks.numerics import OFFICIAL_MASK_VALUE
-from ..blocks.reconstruction import upsampler_scales
 from ..functional.masks import window_attention_mask
 from ..functional.position import relative_position_index
-from .layout import Layout, pixel_shuffle_scale, required
+from .layout import Layout, read_upsampler, required
 from .swinir import SwinIRConfig
 
 # The Swin block (FAB: PreNorm(WindowAttention), PreNorm(Mlp)) in the official names; shared with HAT's layout
@@ -59,21 +58,6 @@ OFFICIAL = Layout(
 LAYOUTS = {"official": OFFICIAL}
 
 
-def _upsampler(state: Mapping[str, torch.Tensor], in_channels: int) -> dict:
-    if "conv_up1.weight" in state:
-        return dict(upsampler="nearest+conv", scale=4 if "conv_up2.weight" in state else 2,
-                    upsample_features=int(state["conv_up1.weight"].shape[0]))
-    convs = sorted((k for k in state if re.match(r"upsample\.\d+\.weight$", k)), key=lambda k: int(k.split(".")[1]))
-    if "conv_before_upsample.0.weight" in state:
-        feats = int(state["conv_before_upsample.0.weight"].shape[0])
-        scale = pixel_shuffle_scale(state, feats, upsampler_scales("pixelshuffle"))
-        return dict(upsampler="pixelshuffle", scale=scale, upsample_features=feats)
-    if convs:
-        scale = math.isqrt(state[convs[0]].shape[0] // in_channels)
-        return dict(upsampler="pixelshuffledirect", scale=scale)
-    return dict(upsampler="none", scale=1)
-
-
 def infer_config(state: Mapping[str, torch.Tensor]) -> SwinIRConfig:
     """Read an official SwinIR state dict's hyper-parameters off its keys and shapes (official numerics).
 
@@ -97,7 +81,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> SwinIRConfig:
     window = (math.isqrt(need(f"{first}.attn.relative_position_bias_table").shape[0]) + 1) // 2
     mask = state.get("layers.0.residual_group.blocks.1.attn_mask")
     img_size = math.isqrt(mask.shape[0]) * window if mask is not None else 64
-    upsampling = _upsampler(state, in_channels)
+    upsampling = read_upsampler(state, in_channels)
     return SwinIRConfig(
         in_channels=in_channels, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(heads),
         window_size=window, mlp_ratio=need(f"{first}.mlp.fc1.weight").shape[0] / embed_dim,

@@ -1,0 +1,78 @@
+"""Self-attention across channels over the whole map (XCiT's cross-covariance attention, Restormer's transposed
+attention, DAT's channel attention)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..functional._checks import check_feature_map, check_heads, check_probability
+
+
+class ChannelSelfAttention(nn.Module):
+    """Each head's channels attend to each other, with the map's pixels as their features.
+
+    Per head, queries, keys and values are ``(d, H*W)``: ``d = dim // num_heads`` channels of ``H*W`` pixels.
+    Queries and keys are L2-normalised over the pixels, and the ``d x d`` scores ``q kᵀ`` are scaled by a
+    learned per-head ``temperature`` (init 1) before the softmax. Time and memory grow linearly with the number
+    of pixels, and no padding is involved: any height and width.
+
+    Args:
+        dim: channels in and out.
+        num_heads: heads; must divide ``dim``.
+        qkv_bias: bias in the query/key/value projection.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+
+    Shapes:
+        ``(B, H, W, dim)`` -> ``(B, H, W, dim)``. :meth:`attend` gives the attention before the projection and
+        the values, both ``(B, H, W, dim)`` (for :class:`~gridattn.layers.AdaptiveInteraction`).
+
+    Attributes:
+        temperature: ``(num_heads, 1, 1)``, the learned scale of each head's scores.
+
+    Raises:
+        ValueError: ``num_heads`` that does not divide ``dim``; an input that is not a 4-D map with ``dim``
+            channels.
+
+    Examples:
+        >>> import torch
+        >>> from gridattn import ChannelSelfAttention
+        >>> ChannelSelfAttention(dim=60, num_heads=6)(torch.randn(2, 13, 21, 60)).shape
+        torch.Size([2, 13, 21, 60])
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        check_heads(dim, num_heads)
+        check_probability(attn_drop, "attn_drop")
+        self.dim, self.num_heads = dim, num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention before the projection, and the values."""
+        check_feature_map(x, self.dim, weight=self.qkv.weight)
+        batch, height, width, _ = x.shape
+        qkv = self.qkv(x).view(batch, height * width, 3, self.num_heads, self.dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 4, 1)  # each (B, heads, d, H*W)
+        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B, heads, d, d)
+        weights = self.attn_drop((scores * self.temperature.to(scores.dtype)).softmax(dim=-1))
+        out = (weights @ v).permute(0, 3, 1, 2).reshape(batch, height, width, self.dim)
+        values = qkv[:, :, 2].reshape(batch, height, width, self.dim)
+        return out, values
+
+    def project_out(self, x: torch.Tensor) -> torch.Tensor:
+        """The output projection (and its dropout): ``(..., dim)`` -> same."""
+        return self.proj_drop(self.proj(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project_out(self.attend(x)[0])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}"
