@@ -226,3 +226,116 @@ def swin_region_mask(height: int, width: int, window: int, shift: int) -> torch.
             label += 1
     region = swin_windows(region[None, :, :, None], window)[..., 0]
     return (region[:, None, :] != region[:, :, None]).double() * -100.0
+
+
+def _window_groups_attention(qkv: torch.Tensor, heads: int, window, shift, bias_module) -> torch.Tensor:
+    """Attention of a projected map ``(B, H, W, 3 * heads * d)`` inside windows clipped to the map; shifted
+    windows start at ``shift - window``. Every position of the map is a token (pad it first to add tokens)."""
+    batch, height, width, channels = qkv.shape
+    d = channels // 3 // heads
+    (wh, ww), (sh, sw) = window, shift
+    out = torch.zeros(batch, height, width, heads * d, dtype=torch.float64)
+    groups = _groups(height, width, lambda y, x_: ((y - sh) // wh, (x_ - sw) // ww))
+    for b in range(batch):
+        for tokens in groups.values():
+            ys = torch.tensor([t[0] for t in tokens])
+            xs = torch.tensor([t[1] for t in tokens])
+            offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
+            bias = position_bias(bias_module, offsets, window)
+            for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
+                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h))
+    return out
+
+
+def rectangle_window_attention(layer, x: torch.Tensor, official: bool = False):
+    """RectangleWindowAttention's ``attend``: ``(attended, values)``. Channels ``[q | k | v]`` of the projection,
+    each split in halves; half ``i`` attends in windows ``layer.window_sizes[i]`` shifted by ``layer.shifts[i]``.
+    ``official``: the projected map is zero-padded to a multiple of the longer window side first, and its zero
+    tokens attend and are attended like the others (the official DAT); otherwise windows are clipped to the map."""
+    x = _f64(x)
+    batch, height, width, dim = x.shape
+    qkv = linear(x, layer.qkv)
+    if official:
+        multiple = max(layer.window_sizes[0])
+        qkv = torch.nn.functional.pad(qkv, (0, 0, 0, (-width) % multiple, 0, (-height) % multiple))
+    half = dim // 2
+    halves = []
+    for i, (window, shift) in enumerate(zip(layer.window_sizes, layer.shifts)):
+        columns = torch.cat([torch.arange(part * dim + i * half, part * dim + (i + 1) * half) for part in range(3)])
+        bias = layer.position_biases[i]
+        bias = None if isinstance(bias, torch.nn.Identity) else bias
+        halves.append(_window_groups_attention(qkv[..., columns], layer.num_heads // 2, window, shift, bias))
+    attended = torch.cat(halves, -1)[:, :height, :width]
+    return attended, qkv[:, :height, :width, 2 * dim:]
+
+
+def channel_self_attention(layer, x: torch.Tensor):
+    """ChannelSelfAttention's ``attend``: per image and head, the ``d`` channels (vectors over the pixels) attend
+    to each other with cosine similarity times the head's temperature."""
+    x = _f64(x)
+    batch, height, width, dim = x.shape
+    heads, d = layer.num_heads, dim // layer.num_heads
+    qkv = linear(x, layer.qkv).reshape(batch, height * width, 3 * dim)
+    out = torch.zeros(batch, height * width, dim, dtype=torch.float64)
+    for b in range(batch):
+        for h, (q, k, v) in _heads(qkv[b], heads, d):  # each (pixels, d)
+            q = q / q.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            k = k / k.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            scores = q.T @ k * _f64(layer.temperature[h, 0, 0])  # (d, d)
+            weights = torch.softmax(scores, dim=-1)
+            out[b, :, h * d:(h + 1) * d] = (weights @ v.T).T
+    return out.reshape(batch, height, width, dim), qkv[..., 2 * dim:].reshape(batch, height, width, dim)
+
+
+def depthwise_conv2d_same(x: torch.Tensor, conv) -> torch.Tensor:
+    """A depthwise 'same' convolution (``groups = channels``) on (B, H, W, C) by explicit shifted sums."""
+    weight = _f64(conv.weight)  # (C, 1, kh, kw)
+    kh, kw = weight.shape[-2:]
+    padded = torch.nn.functional.pad(x, (0, 0, kw // 2, kw // 2, kh // 2, kh // 2))
+    height, width = x.shape[1:3]
+    out = torch.zeros_like(x, dtype=torch.float64)
+    for dy in range(kh):
+        for dx in range(kw):
+            out += padded[:, dy:dy + height, dx:dx + width] * weight[:, 0, dy, dx]
+    return out + _f64(conv.bias)
+
+
+def batch_norm_eval(x: torch.Tensor, norm) -> torch.Tensor:
+    """BatchNorm with its running statistics, channels last."""
+    scale = _f64(norm.weight) / torch.sqrt(_f64(norm.running_var) + norm.eps)
+    return (x - _f64(norm.running_mean)) * scale + _f64(norm.bias)
+
+
+def _conv_1x1(x: torch.Tensor, conv) -> torch.Tensor:
+    return x @ _f64(conv.weight[:, :, 0, 0]).T + _f64(conv.bias)
+
+
+def adaptive_interaction(layer, x: torch.Tensor, attend) -> torch.Tensor:
+    """AdaptiveInteraction in eval: ``attend(attention, x) -> (attended, values)``; the convolution branch on the
+    values; the channel gate (pooled, 1x1, BN, GELU, 1x1) and the spatial gate (per pixel 1x1, BN, GELU, 1x1) each
+    from one branch scaling the other; the attention's output projection."""
+    attended, values = attend(layer.attention, x)
+    conv_layer, norm, _ = layer.dwconv
+    conv = gelu(batch_norm_eval(depthwise_conv2d_same(values, conv_layer), norm))
+
+    def channel_gate(t):  # (B, H, W, C) -> (B, 1, 1, C)
+        _, first, norm_, _, second = layer.channel_interaction
+        pooled = t.mean(dim=(1, 2), keepdim=True)
+        return torch.sigmoid(_conv_1x1(gelu(batch_norm_eval(_conv_1x1(pooled, first), norm_)), second))
+
+    def spatial_gate(t):  # (B, H, W, C) -> (B, H, W, 1)
+        first, norm_, _, second = layer.spatial_interaction
+        return torch.sigmoid(_conv_1x1(gelu(batch_norm_eval(_conv_1x1(t, first), norm_)), second))
+
+    if layer.attention_gate == "channel":
+        mixed = attended * channel_gate(conv) + conv * spatial_gate(attended)
+    else:
+        mixed = attended * spatial_gate(conv) + conv * channel_gate(attended)
+    return linear(mixed, layer.attention.proj)
+
+
+def spatial_gate_mlp(layer, x: torch.Tensor) -> torch.Tensor:
+    """``fc2(h1 * dwconv(LN(h2)))`` with ``h1, h2`` the halves of ``GELU(fc1(x))``."""
+    hidden = gelu(linear(_f64(x), layer.fc1))
+    kept, gate = hidden.chunk(2, dim=-1)
+    return linear(kept * depthwise_conv2d_same(layer_norm(gate, layer.norm), layer.conv), layer.fc2)

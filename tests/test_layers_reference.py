@@ -8,13 +8,17 @@ from hypothesis import strategies as st
 from strategies import feature_maps, random_map, randomize_, seeds
 
 from gridattn import (
+    AdaptiveInteraction,
     ChannelAttention,
+    ChannelSelfAttention,
     ConvChannelAttention,
     FusedConv,
     GridAttention,
     Mlp,
     PostNorm,
     PreNorm,
+    RectangleWindowAttention,
+    SpatialGateMlp,
     WindowAttention,
 )
 
@@ -427,3 +431,111 @@ def test_grid_attention_biases_in_blocks_have_the_same_gradients(seed, data, gri
     whole, blocks = make(2**24), make(max_scores)
     x = random_map(*data.draw(feature_maps(7, max_size=11)), dtype=torch.float64)
     assert_same_training(whole, blocks, x, seed)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DAT's layers: rectangle windows in two orientations, channel self-attention, the adaptive interaction and the
+# spatial-gate MLP
+
+
+@st.composite
+def rectangle_layers(draw):
+    half_heads, head_dim = draw(st.integers(1, 2)), draw(st.integers(1, 4))
+    short = draw(st.integers(1, 4))
+    window = draw(st.sampled_from([(short, short * draw(st.integers(1, 3))), (short * draw(st.integers(1, 3)), short)]))
+    shift = draw(st.sampled_from([(0, 0), (window[0] // 2, window[1] // 2),
+                                  (draw(st.integers(0, window[0] - 1)), draw(st.integers(0, window[1] - 1)))]))
+    return 2 * half_heads * head_dim, 2 * half_heads, window, shift, draw(st.sampled_from([2**24, 1, 100]))
+
+
+@pytest.mark.parametrize("official", [False, True], ids=["masked", "zero-padded"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(spec=rectangle_layers(), seed=seeds, data=st.data())
+def test_rectangle_window_attention_matches_reference(spec, seed, data, backend, official):
+    """Both orientations (h x w and w x h windows, shifts (sh, sw) and (sw, sh)) against windows clipped to the
+    map; with ``zero_padding_multiple``, against the zero-padded map whose zero tokens take part (the official
+    DAT). Any size, blocks of windows (max_scores) included."""
+    dim, heads, window, shift, max_scores = spec
+    layer = RectangleWindowAttention(dim, heads, window, shift, backend=backend, max_scores=max_scores,
+                                     bias_hidden_dim=3, zero_padding_multiple=max(window) if official else None)
+    layer = randomize_(layer, seed).double()
+    x = random_map(*data.draw(feature_maps(dim, max_size=14)), dtype=torch.float64)
+    attended, values = reference.rectangle_window_attention(layer, x, official=official)
+    ours, our_values = layer.attend(x)
+    torch.testing.assert_close(ours, attended, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(our_values, values, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer(x), reference.linear(attended, layer.proj), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("size", [(13, 21), (21, 13), (16, 16), (1, 1), (17, 5)])
+def test_rectangle_window_attention_corner_cases(size):
+    """DAT-like rectangles (4x16 and 16x4, shifted by half) pinned: maps smaller than a window, one past a
+    multiple, a multiple; the zero-padded (official) mode differs from the masked one exactly where there is
+    padding."""
+    masked = randomize_(RectangleWindowAttention(8, 2, (4, 16), (2, 8), bias_hidden_dim=2), 0).double()
+    padded = RectangleWindowAttention(8, 2, (4, 16), (2, 8), bias_hidden_dim=2, zero_padding_multiple=16).double()
+    padded.load_state_dict(masked.state_dict())
+    x = random_map(1, 2, *size, 8, dtype=torch.float64)
+    torch.testing.assert_close(masked(x), reference.linear(reference.rectangle_window_attention(masked, x)[0],
+                                                           masked.proj), rtol=1e-9, atol=1e-9)
+    differ = (padded(x) - masked(x)).abs().max().item() > 1e-6
+    assert differ == (size[0] % 16 != 0 or size[1] % 16 != 0)
+
+
+@given(seed=seeds, data=st.data(), heads=st.integers(1, 3), head_dim=st.integers(1, 5), qkv_bias=st.booleans())
+def test_channel_self_attention_matches_reference(seed, data, heads, head_dim, qkv_bias):
+    dim = heads * head_dim
+    layer = randomize_(ChannelSelfAttention(dim, heads, qkv_bias=qkv_bias), seed).double()
+    x = random_map(*data.draw(feature_maps(dim)), dtype=torch.float64)
+    attended, values = reference.channel_self_attention(layer, x)
+    ours, our_values = layer.attend(x)
+    torch.testing.assert_close(ours, attended, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(our_values, values, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer(x), reference.linear(attended, layer.proj), rtol=1e-9, atol=1e-9)
+
+
+def _randomize_batch_norms_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    for norm in module.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_mean.copy_(torch.randn(norm.running_mean.shape, generator=gen, dtype=torch.float64))
+            norm.running_var.copy_(0.5 + torch.rand(norm.running_var.shape, generator=gen, dtype=torch.float64))
+    return module
+
+
+@pytest.mark.parametrize("kind", ["spatial", "channel"])
+@given(seed=seeds, data=st.data(), half_heads=st.integers(1, 2), head_dim=st.sampled_from([8, 16]))
+def test_adaptive_interaction_matches_reference(kind, seed, data, half_heads, head_dim):
+    """Around rectangle windows (gating the attention per channel) and channel attention (per pixel), in eval."""
+    dim, heads = 2 * half_heads * head_dim, 2 * half_heads
+    if kind == "spatial":
+        layer = AdaptiveInteraction(RectangleWindowAttention(dim, heads, (2, 4), (1, 2), bias_hidden_dim=2),
+                                    attention_gate="channel")
+        attend = reference.rectangle_window_attention
+    else:
+        layer = AdaptiveInteraction(ChannelSelfAttention(dim, heads), attention_gate="spatial")
+        attend = reference.channel_self_attention
+    layer = _randomize_batch_norms_(randomize_(layer, seed, std=0.3).double().eval(), seed)
+    x = random_map(*data.draw(feature_maps(dim, max_size=10)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.adaptive_interaction(layer, x, attend), rtol=1e-9, atol=1e-9)
+
+
+def test_adaptive_interaction_gates_are_not_interchangeable():
+    """Negative control: the same weights with the gates swapped give another output; training on one image
+    is refused with a message (its BatchNorm would see one value per channel)."""
+    layer = _randomize_batch_norms_(randomize_(AdaptiveInteraction(ChannelSelfAttention(32, 4),
+                                                                   attention_gate="spatial"), 0, 0.3).double(), 0)
+    layer.eval()
+    x = random_map(1, 2, 5, 7, 32, dtype=torch.float64)
+    before = layer(x)
+    layer.attention_gate = "channel"
+    assert (layer(x) - before).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="batches of 2 or more"):
+        layer.train()(x[:1])
+
+
+@given(seed=seeds, data=st.data(), dim=st.integers(1, 12), half_hidden=st.integers(1, 12))
+def test_spatial_gate_mlp_matches_reference(seed, data, dim, half_hidden):
+    layer = randomize_(SpatialGateMlp(dim, 2 * half_hidden), seed).double()
+    x = random_map(*data.draw(feature_maps(dim)), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference.spatial_gate_mlp(layer, x), rtol=1e-9, atol=1e-9)

@@ -5,13 +5,14 @@ Usage:
     python tools/make_official_fixtures.py --swinir /path/to/JingyunLiang/SwinIR-checkout
                                                                       # tests/fixtures/official_swinir_outputs.pt
     python tools/make_official_fixtures.py --hat /path/to/XPixelGroup/HAT-checkout  # official_hat_outputs.pt
+    python tools/make_official_fixtures.py --dat /path/to/zhengchen1999/DAT-checkout  # official_dat_outputs.pt
 
 The official code is never vendored; the few names it imports from BasicSR / timm are stubbed
 (``tools/official_reference.py``). Inputs whose size is not a multiple of the window go through each official
 pipeline's padding: HMA's test code mirrors (``cat([x, flip(x)])`` then crop), SwinIR's forward pads by
 reflection itself, HAT's test pipeline (``hat/models/hat_model.py``) pads by reflection; outputs are cropped
-back. The HAT file also holds the official parameter count of every gridattn HAT preset at x2/x3/x4 and the
-checkout's commit.
+back; DAT's forward takes any size (it zero-pads inside its attention). The HAT and DAT files also hold the
+official parameter count of every gridattn preset of theirs at x2/x3/x4 and the checkout's commit.
 """
 
 from __future__ import annotations
@@ -50,13 +51,31 @@ def run_cases(cases: ModuleType, build: Callable, forward: Callable) -> dict[str
     return outputs
 
 
-def hat_parameter_counts(arch: ModuleType) -> dict[str, int]:
-    """The official model's parameter count for every gridattn HAT preset at x2, x3 and x4."""
-    from gridattn.models import hat_config
-    from gridattn.models.hat import PRESETS
+def parameter_counts(arch: str, build: Callable) -> dict[str, int]:
+    """The official model's parameter count (``build(config)``) for every gridattn preset of ``arch`` at x2, x3
+    and x4."""
+    from gridattn.models import get_architecture
 
-    return {f"{preset}_x{scale}": sum(p.numel() for p in ref.official_hat(arch, hat_config(scale, preset)).parameters())
-            for preset in PRESETS for scale in (2, 3, 4)}
+    architecture = get_architecture(arch)
+    return {f"{preset}_x{scale}": sum(p.numel() for p in build(architecture.preset(preset, scale)).parameters())
+            for preset in architecture.presets for scale in (2, 3, 4)}
+
+
+def check_dat_buffers(arch: ModuleType, cases: ModuleType) -> None:
+    """The cases' weights carry gridattn's buffers (offsets, index, masks) into the official model; they must be
+    the ones the official code builds itself, or the fixture would test gridattn against itself."""
+    for name in cases.CASES:
+        built = ref.official_dat(arch, cases.config_of(name)).state_dict()
+        ours = cases.official_state(name)
+        for key, value in built.items():
+            if not key.endswith(("rpe_biases", "relative_position_index", "attn_mask_0", "attn_mask_1")):
+                continue
+            if not torch.equal(ours[key].to(value.dtype), value):
+                raise SystemExit(f"{name}: gridattn's {key} differs from the official code's")
+        missing = {k for k in built if k.endswith(("rpe_biases", "attn_mask_0", "attn_mask_1"))} - set(ours)
+        if missing:
+            raise SystemExit(f"{name}: gridattn's layout lacks {sorted(missing)[:3]}")
+    print("buffers: gridattn's equal the official code's")
 
 
 def commit_of(checkout: str) -> str:
@@ -78,9 +97,10 @@ def main() -> None:
     parser.add_argument("hma", nargs="?", help="checkout of korouuuuu/HMA (HMANet fixtures)")
     parser.add_argument("--swinir", metavar="CHECKOUT", help="checkout of JingyunLiang/SwinIR (SwinIR fixtures)")
     parser.add_argument("--hat", metavar="CHECKOUT", help="checkout of XPixelGroup/HAT (HAT fixtures)")
+    parser.add_argument("--dat", metavar="CHECKOUT", help="checkout of zhengchen1999/DAT (DAT fixtures)")
     args = parser.parse_args()
-    if not (args.hma or args.swinir or args.hat):
-        parser.error("give an HMA checkout, --swinir CHECKOUT and/or --hat CHECKOUT")
+    if not (args.hma or args.swinir or args.hat or args.dat):
+        parser.error("give an HMA checkout, --swinir CHECKOUT, --hat CHECKOUT and/or --dat CHECKOUT")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     warnings.filterwarnings("ignore", message="torch.meshgrid")  # the official index code
     if args.hma:
@@ -101,11 +121,22 @@ def main() -> None:
         arch = ref.load_hat_arch(args.hat)
         outputs = run_cases(official_cases_hat, lambda c: ref.official_hat(arch, c),
                             lambda m, x, c: ref.official_hat_forward(m, x))
-        counts = hat_parameter_counts(arch)
+        counts = parameter_counts("hat", lambda c: ref.official_hat(arch, c))
         for key, count in counts.items():
             print(f"{key}: {count:,} parameters")
         save({"outputs": outputs, "parameter_counts": counts, "source": commit_of(args.hat)},
              official_cases_hat.FIXTURE)
+    if args.dat:
+        import official_cases_dat
+
+        arch = ref.load_dat_arch(args.dat)
+        check_dat_buffers(arch, official_cases_dat)
+        outputs = run_cases(official_cases_dat, lambda c: ref.official_dat(arch, c), lambda m, x, c: m(x))
+        counts = parameter_counts("dat", lambda c: ref.official_dat(arch, c))
+        for key, count in counts.items():
+            print(f"{key}: {count:,} parameters")
+        save({"outputs": outputs, "parameter_counts": counts, "source": commit_of(args.dat)},
+             official_cases_dat.FIXTURE)
 
 
 if __name__ == "__main__":
