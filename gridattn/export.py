@@ -32,6 +32,7 @@ import copy
 import importlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -220,6 +221,13 @@ def _name_dims(proto, input_name: str, output_name: str) -> None:
                 dim.dim_param = pattern.sub(lambda m: renames[m.group(0)], dim.dim_param)
 
 
+def _coprime_at_least(size: int, multiple: int) -> int:
+    """The smallest ``n >= size`` with ``gcd(n, multiple) == 1``."""
+    while math.gcd(size, multiple) != 1:
+        size += 1
+    return size
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -242,7 +250,7 @@ def export_onnx(
             ``(batch_size, C, *example_size)``.
         example_size: the ``(H, W)`` (or one int for a square) traced; the fixed size when ``dynamic=False``.
             A dynamic export needs both above ``model.config.pad_multiple`` (the result does not depend on it
-            otherwise; a multiple of it is traced one pixel larger, so that the graph holds the padding path).
+            otherwise; it is traced at the next size coprime with it, so that the graph holds every padding path).
         batch_size: the batch of a fixed-size graph. A dynamic graph is traced with batch 2 (a traced batch of 1
             would be fixed to 1) and takes any batch.
         attention_backend: ``"math"`` (default: ``MatMul`` + ``Softmax``) or ``"sdpa"`` (PyTorch's
@@ -287,10 +295,11 @@ def export_onnx(
     set_attention_options(module, backend=attention_backend, max_scores=UNBOUNDED_SCORES if dynamic else None)
     batch = 2 if dynamic else batch_size
     if dynamic:
-        # traced at a size the attention must pad: a multiple would trace the path without padding (fixed for
-        # every size) in models that pad inside their layers (SwinIR, HAT in corrected numerics), and onnxruntime
-        # then fails at sizes that need it
-        height, width = (size + 1 if size % multiple == 0 else size for size in (height, width))
+        # traced at a size every window must pad: a multiple of a window would trace the path without padding
+        # (fixed for every size) in models that pad inside their layers (SwinIR, HAT, DAT in corrected numerics),
+        # and onnxruntime then fails at sizes that need it. The windows divide pad_multiple (DAT's 4x16 rectangles
+        # divide 16): a size coprime with it is no multiple of any of them
+        height, width = (_coprime_at_least(size, multiple) for size in (height, width))
     example = torch.rand(batch, model.config.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     dynamic_shapes = None
     if dynamic:

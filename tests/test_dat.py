@@ -145,13 +145,11 @@ def _group_reference(group: DATGroup, x: torch.Tensor, official: bool = False) -
     """Per block: x + interaction(attention)(LN x), x + SGFN(LN x); then the conv and the long skip."""
     y = x.double()
     for block in group.blocks:
-        interaction = block.attn.fn
-        if isinstance(interaction.attention, RectangleWindowAttention):
-            def attend(layer, t):
-                return reference.rectangle_window_attention(layer, t, official)
+        if isinstance(block.attn.fn.attention, RectangleWindowAttention):
+            attend = functools.partial(reference.rectangle_window_attention, official=official)
         else:
             attend = reference.channel_self_attention
-        y = reference.pre_norm(block.attn, y, lambda layer, t: reference.adaptive_interaction(layer, t, attend))
+        y = reference.pre_norm(block.attn, y, functools.partial(reference.adaptive_interaction, attend=attend))
         y = reference.pre_norm(block.ffn, y, reference.spatial_gate_mlp)
     return x.double() + reference.conv2d_same(y, group.conv)
 

@@ -13,7 +13,15 @@ from gridattn.cli import main
 from gridattn.data import imresize, read_image, write_image
 from gridattn.inference import upscale
 from gridattn.metrics import psnr
-from gridattn.models import CheckpointError, build_model, get_architecture, hat_config, load_model, swinir_config
+from gridattn.models import (
+    CheckpointError,
+    build_model,
+    dat_config,
+    get_architecture,
+    hat_config,
+    load_model,
+    swinir_config,
+)
 from gridattn.models.hmanet import hmanet_config
 from gridattn.models.layout import to_layout
 from gridattn.train import TrainConfig, train
@@ -23,6 +31,7 @@ MICROS = {
     "hmanet": hmanet_config(2, "tiny").replace(**_MICRO),
     "swinir": swinir_config(2, "tiny").replace(**_MICRO),
     "hat": hat_config(2, "tiny").replace(**_MICRO, squeeze_factor=4),
+    "dat": dat_config(2, "tiny").replace(**_MICRO),
 }
 
 

@@ -1,6 +1,7 @@
 """The model interface: the registry, one configuration encoding, layouts read two ways (neosr's HMA), detection,
 and the consumers' handling of every architecture (command line, ONNX, attention options)."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -65,8 +66,10 @@ def test_encodings_are_checked():
         get_architecture("hat").layout("neosr")
 
 
-# the residual connections each official code builds (HAT's and HMA's '3conv' builds nothing and fails)
-_RESIDUAL_CONNECTIONS = {"hmanet": {"1conv", "identity"}, "swinir": {"1conv", "3conv"}, "hat": {"1conv", "identity"}}
+# the residual connections each official code builds (HAT's and HMA's '3conv' and DAT's 'identity' build nothing
+# and fail)
+_RESIDUAL_CONNECTIONS = {"hmanet": {"1conv", "identity"}, "swinir": {"1conv", "3conv"}, "hat": {"1conv", "identity"},
+                         "dat": {"1conv", "3conv"}}
 
 
 @pytest.mark.filterwarnings("ignore::gridattn.models.LayoutAssumedWarning")
@@ -79,8 +82,8 @@ def test_each_architecture_takes_the_residual_connections_of_its_official_code(a
             arch.preset("tiny", 2, resi_connection=kind)
         return
     model = build_model(arch.preset("tiny", 2, resi_connection=kind))
-    closing = [type(m).__name__ for name, m in model.named_modules() if name.endswith("conv") or
-               name == "conv_after_body"]
+    closing = [type(m).__name__ for name, m in model.named_modules()
+               if re.fullmatch(r"layers\.\d+\.conv|conv_after_body", name)]
     assert closing and set(closing) == {"Identity" if kind == "identity" else "Conv2d" if kind == "1conv"
                                         else "Sequential"}
     # the file says which: read back (in the official layout, from its keys alone) as the same kind

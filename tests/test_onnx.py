@@ -249,9 +249,9 @@ def test_tiny_preset_fixed_and_dynamic(tmp_path):
     assert HMANetConfig.from_dict(read_onnx_metadata(dynamic.path)["config"]) == model.config
 
 
-@pytest.mark.parametrize("arch_name", ["swinir", "hat"])
+@pytest.mark.parametrize("arch_name", ["swinir", "hat", "dat"])
 def test_dynamic_export_of_models_that_pad_inside_their_layers(tmp_path, arch_name):
-    """SwinIR and HAT (corrected numerics) pad and mask inside their attention layers. Traced at a multiple of
+    """SwinIR, HAT and DAT (corrected numerics) pad and mask inside their attention layers. Traced at a multiple of
     the window, the graph held only the path without padding, and onnxruntime failed at 13x21 (a broadcast of 21
     by 24); the export now traces the padding path, and every size matches PyTorch."""
     from gridattn.models import get_architecture
