@@ -8,8 +8,8 @@ and scale, the parameter counts of
 the official model and of gridattn's, and the largest absolute difference of their float32 outputs (official
 numerics, the same seeded weights, batch 1) at a square input whose side is a multiple of the window and at an
 odd-sized one (``--sizes MULTIPLE ODD``; the odd input is ``ODD x (ODD + 8)``), which the official pipeline pads
-(benchmarks/sr_speed.py's ``OFFICIAL_CODE``: SwinIR's forward, HAT's test wrapper), with the largest output
-magnitude beside it.
+(benchmarks/sr_speed.py's ``OFFICIAL_CODE``: SwinIR's forward, HAT's test wrapper; DAT pads inside), with the
+largest output magnitude beside it. The window multiple is one of ``pad_multiple`` (DAT: the longer window side).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
             official, ours = bench.build("official", preset), bench.build("gridattn", preset)
             counts = [sum(p.numel() for p in m.parameters()) for m in (official, ours)]
             config = bench.config(preset)
-            multiple = -(-args.sizes[0] // config.window_size) * config.window_size
+            multiple = -(-args.sizes[0] // config.pad_multiple) * config.pad_multiple
             cells, peak = [], 0.0
             for h, w in ((multiple, multiple), (args.sizes[1], args.sizes[1] + 8)):
                 x = torch.rand(1, config.in_channels, h, w, generator=torch.Generator().manual_seed(h * w))

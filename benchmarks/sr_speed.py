@@ -3,6 +3,7 @@
     python benchmarks/sr_speed.py --reference /path/to/JingyunLiang-SwinIR-checkout
     python benchmarks/sr_speed.py --reference SwinIR --models classical lightweight --sizes 64 128 --repeats 5
     python benchmarks/sr_speed.py --arch hat --reference /path/to/XPixelGroup-HAT-checkout --models hat_s hat
+    python benchmarks/sr_speed.py --arch dat --reference /path/to/zhengchen1999-DAT-checkout --models dat_light dat
 
 Prints a Markdown table: per model (a preset of ``--arch`` at ``--scale``) and LR size, the median float32
 forward time of each variant with its spread (min-max over the repeats), the first variant's median over the
@@ -110,7 +111,14 @@ def _hmanet() -> OfficialCode:
                         {"official": "HMANet"})
 
 
-OFFICIAL_CODE = {"swinir": _swinir, "hat": _hat, "hmanet": _hmanet}
+def _dat() -> OfficialCode:
+    from official_reference import load_dat_arch, official_dat
+
+    return OfficialCode("zhengchen1999/DAT", load_dat_arch, official_dat, lambda model, x: model(x),
+                        {"dat_light": "DAT-light", "dat": "DAT"})  # the forward pads inside its attention
+
+
+OFFICIAL_CODE = {"swinir": _swinir, "hat": _hat, "hmanet": _hmanet, "dat": _dat}
 
 
 @dataclass
