@@ -136,7 +136,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="gridattn", description="Super-resolution with HMANet, SwinIR and HAT.")
+    parser = Parser(prog="gridattn", description="Super-resolution with HMANet, SwinIR, HAT and DAT.")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 

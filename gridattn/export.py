@@ -1,4 +1,4 @@
-"""Export a gridattn model (HMANet, SwinIR, HAT) to ONNX and check an exported file against PyTorch with onnxruntime.
+"""Export a gridattn model (any architecture) to ONNX and check an exported file against PyTorch with onnxruntime.
 
 :func:`export_onnx` traces the model with ``torch.export`` (the "dynamo" ONNX exporter, ``torch.onnx.export(...,
 dynamo=True)``) and writes one self-contained ``.onnx`` file with input ``"lr"`` ``(B, C, H, W)`` and output ``"sr"``
