@@ -1,4 +1,5 @@
-"""gridattn's HMANet in spandrel (gridattn.integrations.spandrel), tested through the real spandrel package.
+"""gridattn's HMANet in spandrel (gridattn.integrations.spandrel), tested through the real spandrel package; and
+spandrel's own DAT reading gridattn's DAT files.
 
 spandrel imports torchvision, which must match the installed torch; the default test environment has neither,
 so this module is skipped there. ``.ci/torchvision`` builds the environment (.venv-torchvision) and runs it.
@@ -23,6 +24,7 @@ except Exception as error:  # noqa: BLE001
     pytest.skip(f"spandrel does not import here ({type(error).__name__}: {error}); run .ci/torchvision",
                 allow_module_level=True)
 
+import official_cases_dat
 from hypothesis import given
 from hypothesis import strategies as st
 from official_cases import CASES, FIXTURE, config_of, input_of, official_state
@@ -365,3 +367,36 @@ def test_a_model_the_trainer_wrote_loads_through_spandrel(tmp_path):
     with torch.no_grad():
         assert torch.equal(descriptor.model(x), load_hmanet(path)(x))
         assert torch.equal(load_descriptor(tmp_path / "stage").model(x), load_hmanet(path)(x))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# spandrel's own DAT (gridattn registers only HMANet) as a third-party reader of gridattn's DAT layout
+
+
+# spandrel reads img_size (the masks' size) only off layers.0.blocks.2's mask, 64 without it: files whose first
+# group has fewer than three blocks but masks elsewhere (the grayscale case: depths 2, 2, 2) fail its strict load
+_SPANDREL_DAT_CASES = sorted(name for name in official_cases_dat.CASES
+                             if official_cases_dat.config_of(name).depths[0] >= 3)
+
+
+@pytest.mark.filterwarnings("ignore:torch.meshgrid")
+@pytest.mark.parametrize("name", _SPANDREL_DAT_CASES)
+def test_spandrels_dat_reads_gridattns_dat_layout(name):
+    """The official-layout state dicts of the DAT cases (written by gridattn's layout) load through spandrel's
+    ``ModelLoader`` as its own DAT, with the scale and channels of the case, and give the official code's outputs
+    (the fixture) and gridattn's to float32 rounding."""
+    from gridattn.models import load_model
+
+    state = official_cases_dat.official_state(name)
+    config = official_cases_dat.config_of(name)
+    descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+    assert descriptor.architecture.id == "DAT" and descriptor.scale == config.scale
+    assert descriptor.input_channels == config.in_channels
+    x = official_cases_dat.input_of(name)
+    expected = torch.load(os.path.join(FIXTURES, official_cases_dat.FIXTURE), weights_only=True)["outputs"][name]
+    with torch.no_grad():
+        theirs = descriptor.model.eval()(x)
+        ours = load_model({"params": state})(x)
+    tolerance = 5e-6 * expected.abs().max().item()
+    assert (theirs - expected).abs().max().item() <= tolerance
+    assert (theirs - ours).abs().max().item() <= tolerance
