@@ -262,8 +262,7 @@ def rectangle_window_attention(layer, x: torch.Tensor, official: bool = False):
     halves = []
     for i, (window, shift) in enumerate(zip(layer.window_sizes, layer.shifts)):
         columns = torch.cat([torch.arange(part * dim + i * half, part * dim + (i + 1) * half) for part in range(3)])
-        bias = layer.position_biases[i]
-        bias = None if isinstance(bias, torch.nn.Identity) else bias
+        bias = layer.position_biases[i] if len(layer.position_biases) else None
         halves.append(_window_groups_attention(qkv[..., columns], layer.num_heads // 2, window, shift, bias))
     attended = torch.cat(halves, -1)[:, :height, :width]
     return attended, qkv[:, :height, :width, 2 * dim:]

@@ -151,7 +151,8 @@ def test_memory_estimate_grows_with_the_padded_size():
     assert estimate_inference_memory(config, 8, 8, device="cuda") == base + CUDA_WORKSPACES
 
 
-@pytest.mark.parametrize("arch, preset, scale", [("hmanet", "tiny", 4), ("swinir", "tiny", 2), ("hat", "tiny", 3)])
+@pytest.mark.parametrize("arch, preset, scale", [("hmanet", "tiny", 4), ("swinir", "tiny", 2), ("hat", "tiny", 3),
+                                                ("dat", "tiny", 2)])
 def test_meta_trace_bounds_the_tensors_a_real_forward_keeps_alive(arch, preset, scale):
     """The meta-device trace of every architecture counts what the same counter sees in a real CPU forward (to
     10 %: CPU kernels' own buffers; estimate_inference_memory adds a 25 % margin), and not wildly more (the

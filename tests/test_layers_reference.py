@@ -450,14 +450,16 @@ def rectangle_layers(draw):
 
 @pytest.mark.parametrize("official", [False, True], ids=["masked", "zero-padded"])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@given(spec=rectangle_layers(), seed=seeds, data=st.data())
-def test_rectangle_window_attention_matches_reference(spec, seed, data, backend, official):
+@given(spec=rectangle_layers(), seed=seeds, data=st.data(),
+       kind=st.sampled_from(["dynamic", "table", "continuous", "none"]))
+def test_rectangle_window_attention_matches_reference(spec, seed, data, backend, official, kind):
     """Both orientations (h x w and w x h windows, shifts (sh, sw) and (sw, sh)) against windows clipped to the
     map; with ``zero_padding_multiple``, against the zero-padded map whose zero tokens take part (the official
-    DAT). Any size, blocks of windows (max_scores) included."""
+    DAT). Any size, every position-bias kind, blocks of windows (max_scores) included."""
     dim, heads, window, shift, max_scores = spec
     layer = RectangleWindowAttention(dim, heads, window, shift, backend=backend, max_scores=max_scores,
-                                     bias_hidden_dim=3, zero_padding_multiple=max(window) if official else None)
+                                     position_bias=kind, bias_hidden_dim=3,
+                                     zero_padding_multiple=max(window) if official else None)
     layer = randomize_(layer, seed).double()
     x = random_map(*data.draw(feature_maps(dim, max_size=14)), dtype=torch.float64)
     attended, values = reference.rectangle_window_attention(layer, x, official=official)

@@ -44,7 +44,8 @@ class RectangleWindowAttention(nn.Module):
         the values, both ``(B, H, W, dim)`` (for :class:`~gridattn.layers.AdaptiveInteraction`).
 
     Attributes:
-        position_biases: the two orientations' :class:`~gridattn.layers.position.PositionBias` (or ``None``).
+        position_biases: the two orientations' :class:`~gridattn.layers.position.PositionBias`, empty for
+            ``"none"``.
 
     Raises:
         ValueError: an odd ``num_heads`` or one that does not divide ``dim``, a window below 1, a shift outside
@@ -92,11 +93,9 @@ class RectangleWindowAttention(nn.Module):
         self.attn_drop, self.mask_value, self.backend, self.max_scores = attn_drop, mask_value, backend, max_scores
         self.zero_padding_multiple = zero_padding_multiple
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.position_biases = nn.ModuleList(
-            make_position_bias(position_bias, num_heads=num_heads // 2, attention_dim=dim // 2, window_size=size,
-                               hidden_dim=bias_hidden_dim) or nn.Identity()
-            for size in self.window_sizes
-        )
+        biases = [make_position_bias(position_bias, num_heads=num_heads // 2, attention_dim=dim // 2, window_size=size,
+                                     hidden_dim=bias_hidden_dim) for size in self.window_sizes]
+        self.position_biases = nn.ModuleList(b for b in biases if b is not None)  # one per orientation; [] for none
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -107,8 +106,7 @@ class RectangleWindowAttention(nn.Module):
         qkv = self.qkv(x).view(batch, height, width, 3, 2, self.dim // 2)
         halves = []
         for i, (size, shift) in enumerate(zip(self.window_sizes, self.shifts)):
-            bias_module = self.position_biases[i]
-            bias = None if isinstance(bias_module, nn.Identity) else bias_module(size)
+            bias = self.position_biases[i](size) if len(self.position_biases) else None
             halves.append(window_self_attention(
                 qkv[..., i, :].reshape(batch, height, width, -1), num_heads=self.num_heads // 2, window_size=size,
                 shift=shift, position_bias=bias, mask_value=self.mask_value,
