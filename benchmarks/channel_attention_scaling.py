@@ -10,6 +10,10 @@ in ``AdaptiveInteraction``: 180 channels, 6 heads) and, beside it, of its spatia
 variant runs once per round, the rounds interleaved; the table gives the median time, the time per pixel
 (constant when the cost is linear) and the ratio of the time to that at the smallest map, against the ratio of
 the pixel counts.
+
+On glibc, buffers above 32 MiB are mapped afresh on every call and page-faulted (from about 240x240 pixels at 180
+channels): ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=1073741824``
+keeps malloc's memory and shows the attention's own cost.
 """
 
 from __future__ import annotations

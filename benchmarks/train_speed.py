@@ -11,7 +11,8 @@ Drop path is off in both (the two codes draw it differently, and the first step'
 Every variant starts from the same weights (seed 0; the official model gets them through
 ``to_official_state_dict``) and trains on the same batches. Variants: ``official`` (the official code, float32),
 ``fp32`` (gridattn, official numerics), ``corrected`` (gridattn's corrected numerics), ``tf32`` (CUDA TF32
-matmuls), ``bf16`` (bfloat16 autocast, as the trainer runs on CUDA); ``+compile`` after a gridattn variant runs
+matmuls), ``bf16`` (bfloat16 autocast, as the trainer runs wherever ``bfloat16_pays``: by default then);
+``+compile`` after a gridattn variant runs
 the model through ``torch.compile``. Steps are timed after warm-up, the variants' steps interleaved so that a
 noisy machine affects them alike; the table gives the median samples/s, the ratio to the first variant, the peak
 memory of a step (CUDA: ``max_memory_allocated``; "-" on a CPU) and, before any timing, the first step's loss and
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gridattn.functional import bfloat16_pays
 from gridattn.models import HMANet, hmanet_config, to_official_state_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, also when imported
@@ -185,7 +187,7 @@ def main() -> None:
     batch = args.batch or (4 if preset == "official" else 8)
     patch = args.patch or (64 if preset == "official" else 32)
     variants = args.variants or (["official"] * bool(args.reference) + ["fp32", "corrected"]
-                                 + ["bf16"] * (device.type == "cuda"))
+                                 + ["bf16"] * bfloat16_pays(device))  # as the trainer decides
     for variant in variants:
         if variant.removesuffix("+compile") not in BASES:
             raise SystemExit(f"unknown variant {variant!r}")
