@@ -219,3 +219,22 @@ def test_an_xformers_built_for_another_torch_is_refused_with_the_reason(monkeypa
         assert reason is None
     else:
         assert "xformers 0.0.35 could not load its C++/CUDA kernels" in reason and torch.__version__ in reason
+
+
+@given(inputs=attention_inputs())
+def test_bfloat16_training_with_a_learned_bias_close_to_float64(inputs):
+    """The CPU path for a bias that needs a gradient (sdpa's fused kernel gives it none): bfloat16 products,
+    float32 softmax. Output and the gradients of q, k, v and the bias stay within bfloat16's error of float64."""
+    q, k, v, bias, scale = inputs
+    if bias is None:
+        bias = torch.zeros(q.shape[-2], k.shape[-2])
+    weight = torch.randn(*q.shape[:-1], v.shape[-1], generator=torch.Generator().manual_seed(0))
+    results = {}
+    for dtype in (torch.bfloat16, torch.float64):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)] + [bias.double().requires_grad_()]
+        out = attention(*leaves[:3], leaves[3], scale=scale, backend="sdpa")
+        grads = torch.autograd.grad((out.double() * weight.double()).sum(), leaves)
+        results[dtype] = [out.double(), *(g.double() for g in grads)]
+    for ours, exact in zip(results[torch.bfloat16], results[torch.float64]):
+        finite = torch.isfinite(exact)
+        torch.testing.assert_close(ours[finite], exact[finite], rtol=0.05, atol=0.05)

@@ -3,7 +3,10 @@
 Backends (all compute ``softmax(q kᵀ · scale + bias) v``, softmax in float32 or wider):
 
 * ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` (the default). PyTorch picks a
-  fused kernel (flash / memory-efficient / cuDNN on CUDA, flash on CPU) when the inputs allow it.
+  fused kernel (flash / memory-efficient / cuDNN on CUDA, flash on CPU) when the inputs allow it. On a CPU,
+  where the fused kernel gives a bias no gradient, a bias that needs one (training a position bias) goes
+  through gridattn's plain path with the products in the input's dtype and the softmax in float32: PyTorch
+  would take its own plain path there, a third slower in bfloat16.
 * ``"xformers"``: ``xformers.ops.memory_efficient_attention``; needs xformers installed and CUDA tensors.
 * ``"math"``: the plain reference, written out in PyTorch; runs everywhere.
 
@@ -206,9 +209,12 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch
             raise ValueError("bias must be additive (float); turn a boolean mask into 0 / -inf first")
 
 
-def _math(q, k, v, bias, scale, dropout_p):
+def _math(q, k, v, bias, scale, dropout_p, products_in_input_dtype=False):
     compute = torch.promote_types(q.dtype, torch.float32)  # softmax never in half precision
-    scores = torch.matmul(q.to(compute), k.to(compute).transpose(-2, -1)) * scale
+    if products_in_input_dtype:  # the products at the input's (bfloat16) rate, their sum in float32
+        scores = torch.matmul(q, k.transpose(-2, -1)).to(compute) * scale
+    else:
+        scores = torch.matmul(q.to(compute), k.to(compute).transpose(-2, -1)) * scale
     if bias is not None:
         scores = scores + bias.to(compute)
     weights = torch.softmax(scores, dim=-1)
@@ -243,6 +249,10 @@ def _pad_width(t: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def _sdpa(q, k, v, bias, scale, dropout_p):
+    if bias is not None and bias.requires_grad and not q.is_cuda and torch.is_grad_enabled():
+        # PyTorch's fused CPU kernels give no gradient to a bias, so SDPA falls back to its math path there, whose
+        # safe softmax (where / isneginf / all over the scores) makes a bfloat16 step 1.3x slower than this one
+        return _math(q, k, v, bias, scale, dropout_p, products_in_input_dtype=True)
     lead, value_width = q.shape[:-2], v.shape[-1]
     q4, k4, v4, bias4 = _as_4d(q, k, v, bias)
     if bias4 is not None:
