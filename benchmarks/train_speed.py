@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=None, help="LR patch; default: 64 (official), 32 (reduced)")
     parser.add_argument("--variants", nargs="+", default=None,
                         help=f"from {', '.join(BASES)}, gridattn's with +compile; default: official fp32 corrected "
-                             "(bf16 too on CUDA), without official when --reference is not given")
+                             "(bf16 too where bfloat16 pays), without official when --reference is not given")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None)
