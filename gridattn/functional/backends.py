@@ -254,9 +254,8 @@ def _sdpa(q, k, v, bias, scale, dropout_p):
         # safe softmax (where / isneginf / all over the scores) makes a bfloat16 step 1.3x slower than this one
         return _math(q, k, v, bias, scale, dropout_p, products_in_input_dtype=True)
     lead, value_width = q.shape[:-2], v.shape[-1]
-    q4, k4, v4, bias4 = _as_4d(q, k, v, bias)
-    if bias4 is not None:
-        bias4 = bias4.to(q.dtype)
+    # the kernels take the bias in q's dtype: cast it before _as_4d may expand it over heads or groups
+    q4, k4, v4, bias4 = _as_4d(q, k, v, None if bias is None else bias.to(q.dtype))
     if q.is_cuda:
         # CUDA's fused kernels need head widths that are multiples of 8 (HMANet's are 15 and 30); without
         # them PyTorch falls back to the unfused path. Zero columns add nothing to q.k or to the output.

@@ -188,6 +188,11 @@ class GridAttention(nn.Module):
         block = block_length(self.max_scores, self.num_heads * tokens * (groups if padded else 1))
         if block >= tokens:
             bias = None if position_bias is None else position_bias(group_size)  # (heads, N, N)
+            if bias is not None and not bias.requires_grad:
+                # the kernels take the bias in q's dtype (bfloat16 under autocast): cast (heads, N, N) before the
+                # mask broadcasts it to (groups, heads, N, N). A bias being trained keeps its float32 for the
+                # plain path's float32 softmax
+                bias = bias.to(query.dtype)
             mask = grid_attention_mask(*size, interval, device=query.device,
                                        dtype=query.dtype if bias is None else bias.dtype)
             if mask is not None:  # (groups, N, N)

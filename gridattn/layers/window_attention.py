@@ -130,6 +130,8 @@ def window_self_attention(
     scale = None
     if qk_transform is not None:
         q, k, scale = qk_transform(q, k)
+    if position_bias is not None and not position_bias.requires_grad:
+        position_bias = position_bias.to(q.dtype)  # as GridAttention: cast before the mask broadcasts it
     # with zero padding the padded map is treated as all real: only the shift is masked
     mask_h, mask_w = (height, width) if zero_padding_multiple is None else (padded_h, padded_w)
     mask = window_attention_mask(mask_h, mask_w, window, shift, device=q.device,
