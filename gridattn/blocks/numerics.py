@@ -61,6 +61,8 @@ class OfficialShiftedWindowAttention(WindowAttention):
         q, k, v = rearrange(qkv, "b h w (three heads d) -> three b (h w) heads d", three=3, heads=self.num_heads)
         q, k, v = (rearrange(t, "b (n t) heads d -> b n heads t d", t=window * window) for t in (q, k, v))
         bias = self.relative_position_bias(self.window_size)
+        if not bias.requires_grad:
+            bias = bias.to(q.dtype)  # as window_self_attention: cast before the mask broadcasts it
         mask = window_attention_mask(height, width, window, shift, device=x.device, dtype=bias.dtype,
                                      masked_value=self.mask_value)
         out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores, backend=self.backend)
