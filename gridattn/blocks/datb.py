@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..functional._checks import check_feature_map, to_pair
+from ..functional._checks import to_pair
 from ..layers import AdaptiveInteraction, ChannelSelfAttention, PreNorm, RectangleWindowAttention, SpatialGateMlp
-from .group import block_rates, conv_residual
+from .group import BlocksThenConv, block_rates
 from .reconstruction import ResidualConv, residual_conv
 
 DATAttention = Literal["spatial", "channel"]
@@ -97,7 +97,7 @@ class DATB(nn.Module):
         return self.ffn(self.attn(x))
 
 
-class DATGroup(nn.Module):
+class DATGroup(BlocksThenConv):
     """DAT's residual group: ``y = x + conv(blocks(x))`` with ``depth`` :class:`DATB` alternating spatial (even
     positions) and channel attention (odd); every other spatial block is shifted, starting with the first when
     ``first_shifted`` (DAT shifts from the first in odd-numbered groups, from the second in even-numbered ones).
@@ -150,10 +150,3 @@ class DATGroup(nn.Module):
             for i, rate in enumerate(rates)
         )
         self.conv = residual_conv(dim, resi_connection)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.dim)
-        y = x
-        for block in self.blocks:
-            y = block(y)
-        return conv_residual(x, y, self.conv)

@@ -1,12 +1,12 @@
-"""What the residual groups (RHTB, RSTB, RHAG) share: per-block stochastic-depth rates and the closing
-``x + conv(y)`` on channels-last maps."""
+"""What the residual groups (RHTB, RSTB, RHAG, DATGroup) share: per-block stochastic-depth rates, the closing
+``x + conv(y)`` on channels-last maps, and the plain group of blocks that ends with it."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..functional._checks import check_positive
+from ..functional._checks import check_feature_map, check_positive
 
 
 def block_rates(drop_path: float | list[float], depth: int) -> list[float]:
@@ -25,3 +25,23 @@ def block_rates(drop_path: float | list[float], depth: int) -> list[float]:
 def conv_residual(x: torch.Tensor, y: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     """``x + conv(y)`` for channels-last ``(B, H, W, C)`` maps (the convolution wants ``(B, C, H, W)``)."""
     return x + conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class BlocksThenConv(nn.Module):
+    """``y = x + conv(blocks(x))``: the forward of a residual group that is only its blocks and the closing
+    convolution (SwinIR's RSTB, DAT's group). A subclass sets ``dim``, ``blocks`` and ``conv``.
+
+    Shapes:
+        ``(B, H, W, dim)`` -> ``(B, H, W, dim)``.
+    """
+
+    dim: int
+    blocks: nn.ModuleList
+    conv: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.dim)
+        y = x
+        for block in self.blocks:
+            y = block(y)
+        return conv_residual(x, y, self.conv)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from ..functional._checks import check_feature_map
 from .fab import FAB
-from .group import block_rates, conv_residual
+from .group import BlocksThenConv, block_rates
 from .reconstruction import ResidualConv, residual_conv
 
 
-class RSTB(nn.Module):
+class RSTB(BlocksThenConv):
     """``y = x + conv(blocks(x))``: ``depth`` Swin blocks (:class:`FAB`, W-MSA when even, SW-MSA shifted by
     ``window_size // 2`` when odd), then :func:`~gridattn.blocks.reconstruction.residual_conv`.
 
@@ -64,10 +62,3 @@ class RSTB(nn.Module):
             for i, rate in enumerate(rates)
         )
         self.conv = residual_conv(dim, resi_connection)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.dim)
-        y = x
-        for block in self.blocks:
-            y = block(y)
-        return conv_residual(x, y, self.conv)
