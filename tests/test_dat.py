@@ -20,6 +20,7 @@ import reference
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from official import max_diff, same_weights
 from official_cases_dat import CASES, FIXTURE, MULTIPLE, ODD, config_of, input_of, official_state
 from strategies import at_least, random_map, randomize_
 
@@ -74,16 +75,6 @@ def _official(config):
     return official_dat(arch, config)
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
-
-
-def _copy(model: DAT, **changes) -> DAT:
-    other = DAT(model.config.replace(**changes)).eval()
-    other.load_state_dict(model.state_dict(), strict=True)
-    return other
-
-
 # ---------------------------------------------------------------------------------------------------------
 # (a), (b) official outputs; corrected numerics differ where there is padding
 
@@ -104,18 +95,18 @@ def test_official_numerics_reproduce_the_official_code(name, blocks, fixture):
     with torch.no_grad():
         out = model(input_of(name))
     assert out.shape == expected.shape and out.dtype == torch.float32
-    assert _max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
+    assert max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_corrected_numerics_differ_from_the_official_outputs_only_with_padding(name, fixture):
     """Negative control: with the padding masked (corrected), odd sizes miss the official outputs by far; at
     multiples of the longer window side nothing is padded and the -inf masks give what -100 gave."""
-    corrected = _copy(load_model({"params": official_state(name)}), numerics="corrected")
+    corrected = same_weights(load_model({"params": official_state(name)}), numerics="corrected")
     expected = fixture["outputs"][name]
     tolerance = RELATIVE_TOLERANCE * expected.abs().max().item()
     with torch.no_grad():
-        diff = _max_diff(corrected(input_of(name)), expected)
+        diff = max_diff(corrected(input_of(name)), expected)
     if name in ODD:
         assert diff > max(1e-3, 100 * tolerance)
     else:
@@ -185,7 +176,7 @@ def test_negative_control_the_group_reference_tells_padding_modes_apart():
     x = random_map(3, 1, 7, 9, 32, dtype=torch.float64)
     with torch.no_grad():
         official_reference = _group_reference(group, x, official=True)
-        assert _max_diff(group(x), official_reference) > 1e-3
+        assert max_diff(group(x), official_reference) > 1e-3
         for module in group.modules():
             if isinstance(module, RectangleWindowAttention):
                 module.zero_padding_multiple = 4
@@ -241,7 +232,7 @@ def test_the_official_code_loads_our_layout_strictly():
     official.load_state_dict(to_layout(model, dat_layout.OFFICIAL), strict=True)
     x = torch.rand(1, 3, 13, 22)
     with torch.no_grad():
-        assert _max_diff(model(x), official(x)) <= 1e-5
+        assert max_diff(model(x), official(x)) <= 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -312,7 +303,7 @@ def test_files_without_masks_load_and_give_the_same_outputs(fixture):
     with torch.no_grad():
         out = model(input_of(name))
     expected = fixture["outputs"][name]
-    assert _max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
+    assert max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("changes, message", [

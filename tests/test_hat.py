@@ -20,6 +20,7 @@ import reference
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from official import max_diff, same_weights
 from official_cases_hat import CASES, FIXTURE, MULTIPLE, ODD, config_of, input_of, official_state
 from strategies import at_least, random_map, randomize_
 from test_overlapping_attention import reference as oca_reference
@@ -74,17 +75,6 @@ def _official(config):
     return official_hat(arch, config)
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
-
-
-def _copy(model: HAT, **changes) -> HAT:
-    """A model of ``model``'s configuration with ``changes`` and the same weights (eval)."""
-    other = HAT(model.config.replace(**changes)).eval()
-    other.load_state_dict(model.state_dict(), strict=True)
-    return other
-
-
 # ---------------------------------------------------------------------------------------------------------
 # (a), (b) official outputs; corrected numerics differ
 
@@ -105,7 +95,7 @@ def test_official_numerics_reproduce_the_official_code(name, blocks, fixture):
     with torch.no_grad():
         out = model(input_of(name))
     assert out.shape == expected.shape and out.dtype == torch.float32
-    assert _max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
+    assert max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("name", ["x3_w8_r0.5_16x24", "x4_w4_r1.0_odd_13x21", "hat_s_x4_16x16"])
@@ -115,8 +105,8 @@ def test_the_fixture_sees_the_conv_branch(name, fixture):
     model = load_model({"params_ema": official_state(name)})
     expected = fixture["outputs"][name]
     with torch.no_grad():
-        out = _copy(model, conv_scale=0.0)(input_of(name))
-    assert _max_diff(out, expected) > 30 * RELATIVE_TOLERANCE * expected.abs().max().item()
+        out = same_weights(model, conv_scale=0.0)(input_of(name))
+    assert max_diff(out, expected) > 30 * RELATIVE_TOLERANCE * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -125,17 +115,17 @@ def test_corrected_numerics_differ_from_the_official_outputs(name, fixture):
     reflection padding at odd sizes, padding masked instead) miss the official outputs, at window multiples too.
     At window multiples the OCAB is the whole difference: letting it attend the zero keys gives them back."""
     official = load_model({"params_ema": official_state(name)})
-    corrected = _copy(official, numerics="corrected")
+    corrected = same_weights(official, numerics="corrected")
     expected = fixture["outputs"][name]
     x = input_of(name)
     tolerance = RELATIVE_TOLERANCE * expected.abs().max().item()
     with torch.no_grad():
-        assert _max_diff(corrected(x), expected) > max(1e-3, 100 * tolerance)
+        assert max_diff(corrected(x), expected) > max(1e-3, 100 * tolerance)
         if name in MULTIPLE:
             for module in corrected.modules():
                 if isinstance(module, OverlappingCrossAttention):
                     module.official_padding = True
-            assert _max_diff(corrected(x), expected) <= tolerance
+            assert max_diff(corrected(x), expected) <= tolerance
 
 
 def test_cases_cover_odd_sizes_scales_windows_and_overlaps():
@@ -197,7 +187,7 @@ def test_negative_control_the_rhag_reference_tells_ocab_modes_apart():
     x = random_map(3, 1, 9, 11, 12, dtype=torch.float64)
     with torch.no_grad():
         official_reference = _rhag_reference(rhag, x, official=True)
-        assert _max_diff(rhag(x), official_reference) > 1e-3
+        assert max_diff(rhag(x), official_reference) > 1e-3
         rhag.overlap_attn.attn.fn.official_padding = True
         torch.testing.assert_close(rhag(x), official_reference, rtol=0, atol=1e-10)
 
@@ -285,7 +275,7 @@ def test_the_official_code_loads_our_layout_strictly():
     official.load_state_dict(to_layout(model, hat_layout.OFFICIAL), strict=True)
     x = torch.rand(1, 3, 16, 8)
     with torch.no_grad():
-        assert _max_diff(model(x), official(x)) <= 1e-5
+        assert max_diff(model(x), official(x)) <= 1e-5
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from official import max_diff, same_weights
 from official_cases_swinir import CASES, FIXTURE, MULTIPLE, ODD, config_of, input_of
 from official_cases_swinir import official_state as _official_state
 from strategies import random_map, randomize_
@@ -82,17 +83,6 @@ def _official(config: SwinIRConfig) -> torch.nn.Module:
     return official_swinir(arch, config)
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
-
-
-def _copy(model: SwinIR, **changes) -> SwinIR:
-    """A model of ``model``'s configuration with ``changes`` and the same weights (eval)."""
-    other = SwinIR(model.config.replace(**changes)).eval()
-    other.load_state_dict(model.state_dict(), strict=True)
-    return other
-
-
 # ---------------------------------------------------------------------------------------------------------
 # (a), (b) official outputs; corrected numerics
 
@@ -128,7 +118,7 @@ def test_official_numerics_reproduce_the_official_code(name, blocks, fixture):
     with torch.no_grad():
         out = model(input_of(name))
     assert out.shape == expected.shape and out.dtype == torch.float32
-    assert _max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
+    assert max_diff(out, expected) <= RELATIVE_TOLERANCE * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("name", ODD)
@@ -136,11 +126,11 @@ def test_corrected_numerics_differ_from_the_official_outputs_at_odd_sizes(name, 
     """Negative control: at sizes that are not window multiples the official forward pads the image by
     reflection (every layer, convolutions included, sees the mirrored rows), corrected numerics pad nothing
     and mask the attention's padding. Measured: 0.1 to 2.5 apart, against a tolerance of ~1e-5."""
-    model = _copy(load_model({"params": official_state(name)}), numerics="corrected")
+    model = same_weights(load_model({"params": official_state(name)}), numerics="corrected")
     expected = fixture[name]
     with torch.no_grad():
         out = model(input_of(name))
-    assert _max_diff(out, expected) > 1e3 * RELATIVE_TOLERANCE * expected.abs().max().item()
+    assert max_diff(out, expected) > 1e3 * RELATIVE_TOLERANCE * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("name", MULTIPLE)
@@ -150,12 +140,12 @@ def test_corrected_numerics_equal_the_official_ones_at_window_multiples(name, fi
     exp(-100 + s) vanishes beside the unmasked terms: the outputs are bit-equal (and so as close to the fixture
     as official numerics are). test_the_minus_100_mask_leaks_once_scores_approach_100 shows where they part."""
     official = load_model({"params": official_state(name)})
-    corrected = _copy(official, numerics="corrected")
+    corrected = same_weights(official, numerics="corrected")
     x = input_of(name)
     with torch.no_grad():
         out = corrected(x)
         assert torch.equal(out, official(x))
-    assert _max_diff(out, fixture[name]) <= RELATIVE_TOLERANCE * fixture[name].abs().max().item()
+    assert max_diff(out, fixture[name]) <= RELATIVE_TOLERANCE * fixture[name].abs().max().item()
 
 
 def test_the_minus_100_mask_leaks_once_scores_approach_100():
@@ -171,7 +161,7 @@ def test_the_minus_100_mask_leaks_once_scores_approach_100():
         torch.testing.assert_close(corrected(x), official(x), rtol=0, atol=1e-6)
         for model in (official, corrected):
             model.blocks[1].attn.fn.qkv.weight.mul_(100)
-        assert _max_diff(corrected(x), official(x)) > 1.0
+        assert max_diff(corrected(x), official(x)) > 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -231,12 +221,12 @@ def test_corrected_swinir_at_an_odd_size_equals_the_unpadded_reference(name):
     """The whole corrected model at an odd size is the model on the map as it is: convolutions zero-padded at
     the true border, windows clipped to the map; the official reflection padding is the negative control."""
     official = load_model({"params": official_state(name)}).double()
-    corrected = _copy(official, numerics="corrected").double()
+    corrected = same_weights(official, numerics="corrected").double()
     image = input_of(name).double()
     with torch.no_grad():
         expected = _swinir(corrected, image)
         torch.testing.assert_close(corrected(image), expected, rtol=1e-9, atol=1e-9)
-        assert _max_diff(official(image), expected) > 1e-3
+        assert max_diff(official(image), expected) > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -311,7 +301,7 @@ def test_save_and_load_keep_configuration_and_outputs(tmp_path, suffix, numerics
     if suffix == ".safetensors":
         pytest.importorskip("safetensors")
     name = "3conv_x2_odd_13x21"
-    model = _copy(load_model({"params": official_state(name)}), numerics=numerics)
+    model = same_weights(load_model({"params": official_state(name)}), numerics=numerics)
     path = tmp_path / f"model{suffix}"
     save_model(model, path)
     loaded = load_model(path)
