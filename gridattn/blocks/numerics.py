@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from einops import rearrange
 
+from ..functional.backends import bias_for_kernel
 from ..functional.masks import window_attention_mask
 from ..functional.partition import window_reverse
 from ..layers.window_attention import WindowAttention, masked_window_attention
@@ -60,9 +61,7 @@ class OfficialShiftedWindowAttention(WindowAttention):
         # raster runs of window**2 tokens, not windows: the first bug
         q, k, v = rearrange(qkv, "b h w (three heads d) -> three b (h w) heads d", three=3, heads=self.num_heads)
         q, k, v = (rearrange(t, "b (n t) heads d -> b n heads t d", t=window * window) for t in (q, k, v))
-        bias = self.relative_position_bias(self.window_size)
-        if not bias.requires_grad:
-            bias = bias.to(q.dtype)  # as window_self_attention: cast before the mask broadcasts it
+        bias = bias_for_kernel(self.relative_position_bias(self.window_size), q)  # before the mask broadcasts it
         mask = window_attention_mask(height, width, window, shift, device=x.device, dtype=bias.dtype,
                                      masked_value=self.mask_value)
         out = masked_window_attention(q, k, v, bias, mask, max_scores=self.max_scores, backend=self.backend)

@@ -184,6 +184,19 @@ def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = 
     return {name: unavailable_reason(name, device, dtype) for name in BACKENDS}
 
 
+def bias_for_kernel(bias: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
+    """``bias`` in ``q``'s dtype, as the fused kernels take it, unless it is being trained.
+
+    Cast a ``(heads, N, N)`` position bias with this *before* masks broadcast it over windows or groups: the sum
+    is then built in the kernel's dtype (bfloat16 under autocast) instead of in float32 and converted. A bias that
+    needs a gradient is left as it is: on a CPU it takes the plain path (:func:`attention`), whose softmax adds it
+    in float32.
+    """
+    if bias is None or bias.requires_grad:
+        return bias
+    return bias.to(q.dtype)
+
+
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> None:
     if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
         raise ValueError(

@@ -8,7 +8,7 @@ from einops import rearrange
 from torch import nn
 
 from ..functional._checks import check_feature_map, check_positive, check_probability, head_width, to_pair
-from ..functional.backends import attention, check_backend
+from ..functional.backends import attention, bias_for_kernel, check_backend
 from ..functional.blocked import MAX_SCORES, block_length, blocked_attention
 from ..functional.masks import grid_attention_mask, grid_padding_labels, label_mask
 from ..functional.padding import pad_to_multiple, padded_size, unpad
@@ -187,12 +187,8 @@ class GridAttention(nn.Module):
         padded = padded_size(*size, interval) != size
         block = block_length(self.max_scores, self.num_heads * tokens * (groups if padded else 1))
         if block >= tokens:
-            bias = None if position_bias is None else position_bias(group_size)  # (heads, N, N)
-            if bias is not None and not bias.requires_grad:
-                # the kernels take the bias in q's dtype (bfloat16 under autocast): cast (heads, N, N) before the
-                # mask broadcasts it to (groups, heads, N, N). A bias being trained keeps its float32 for the
-                # plain path's float32 softmax
-                bias = bias.to(query.dtype)
+            # (heads, N, N), in the kernel's dtype before the mask broadcasts it to (groups, heads, N, N)
+            bias = None if position_bias is None else bias_for_kernel(position_bias(group_size), query)
             mask = grid_attention_mask(*size, interval, device=query.device,
                                        dtype=query.dtype if bias is None else bias.dtype)
             if mask is not None:  # (groups, N, N)

@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from ..functional._checks import check_feature_map, check_positive, check_probability, check_shift, head_width, to_pair
-from ..functional.backends import attention, check_backend
+from ..functional.backends import attention, bias_for_kernel, check_backend
 from ..functional.blocked import MAX_SCORES, block_length, blocked_attention
 from ..functional.masks import window_attention_mask
 from ..functional.padding import pad_to_multiple, unpad
@@ -130,8 +130,7 @@ def window_self_attention(
     scale = None
     if qk_transform is not None:
         q, k, scale = qk_transform(q, k)
-    if position_bias is not None and not position_bias.requires_grad:
-        position_bias = position_bias.to(q.dtype)  # as GridAttention: cast before the mask broadcasts it
+    position_bias = bias_for_kernel(position_bias, q)  # before the mask broadcasts it
     # with zero padding the padded map is treated as all real: only the shift is masked
     mask_h, mask_w = (height, width) if zero_padding_multiple is None else (padded_h, padded_w)
     mask = window_attention_mask(mask_h, mask_w, window, shift, device=q.device,
