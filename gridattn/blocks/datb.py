@@ -23,6 +23,12 @@ def dat_bias_width(dim: int) -> int:
     return max(1, dim // 32)
 
 
+def dat_block_shifted(block: int, *, first_shifted: bool) -> bool:
+    """Whether block ``block`` of a :class:`DATGroup` is a shifted spatial block: spatial blocks sit at even
+    positions, and every other one is shifted, starting with the first when ``first_shifted``."""
+    return block % 2 == 0 and (block // 2 + first_shifted) % 2 == 1
+
+
 class DATB(nn.Module):
     """``x = x + interaction(attention)(LN(x)); x = x + SGFN(LN(x))``.
 
@@ -145,8 +151,8 @@ class DATGroup(BlocksThenConv):
         self.dim = dim
         self.blocks = nn.ModuleList(
             DATB(dim, num_heads=num_heads, attention="channel" if i % 2 else "spatial", window_size=window_size,
-                 shifted=(i // 2 + first_shifted) % 2 == 1, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate,
-                 mask_value=mask_value, zero_padding_multiple=zero_padding_multiple, backend=backend)
+                 shifted=dat_block_shifted(i, first_shifted=first_shifted), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                 drop_path=rate, mask_value=mask_value, zero_padding_multiple=zero_padding_multiple, backend=backend)
             for i, rate in enumerate(rates)
         )
         self.conv = residual_conv(dim, resi_connection)

@@ -74,6 +74,11 @@ class DATConfig(SRConfig):
         return max(self.window_size)
 
 
+def first_block_shifted(group: int) -> bool:
+    """Whether group ``group``'s first spatial block is shifted: in the odd-numbered groups (the official rule)."""
+    return group % 2 == 1
+
+
 class DAT(SRTransformer):
     """DAT for super-resolution (``pixelshuffle``, and ``pixelshuffledirect`` for DAT-light):
     :class:`~gridattn.models.sr.SRTransformer` with :class:`~gridattn.blocks.DATGroup` groups.
@@ -102,10 +107,10 @@ class DAT(SRTransformer):
     def build_groups(self) -> list[DATGroup]:
         c = self.config
         official = c.numerics == "official"
-        return [DATGroup(c.embed_dim, depth=depth, num_heads=heads, window_size=c.window_size, first_shifted=i % 2 == 1,
-                         mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, drop_path=rates,
-                         mask_value=mask_value(c.numerics), zero_padding_multiple=c.pad_multiple if official else None,
-                         resi_connection=c.resi_connection)
+        return [DATGroup(c.embed_dim, depth=depth, num_heads=heads, window_size=c.window_size,
+                         first_shifted=first_block_shifted(i), mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
+                         drop_path=rates, mask_value=mask_value(c.numerics),
+                         zero_padding_multiple=c.pad_multiple if official else None, resi_connection=c.resi_connection)
                 for i, (depth, heads, rates) in enumerate(zip(c.depths, c.num_heads, c.drop_path_rates()))]
 
 

@@ -10,10 +10,11 @@ from collections.abc import Mapping
 import torch
 
 from .._errors import CheckpointError
+from ..blocks.datb import dat_block_shifted
 from ..blocks.numerics import OFFICIAL_MASK_VALUE
 from ..functional.masks import window_attention_mask
 from ..functional.position import relative_offsets, relative_position_index
-from .dat import DATConfig
+from .dat import DATConfig, first_block_shifted
 from .layout import Layout, read_upsampler, required
 
 RENAMES = (
@@ -41,7 +42,7 @@ def _buffers(config: DATConfig) -> dict[str, torch.Tensor]:
             for branch, size in enumerate(((h, w), (w, h))):
                 buffers[f"{attn}.attns.{branch}.rpe_biases"] = relative_offsets(size)
                 buffers[f"{attn}.attns.{branch}.relative_position_index"] = relative_position_index(size).clone()
-            if (j // 2 + i) % 2:  # shifted (DATGroup's rule)
+            if dat_block_shifted(j, first_shifted=first_block_shifted(i)):
                 for branch, (size, shift) in enumerate((((h, w), (h // 2, w // 2)), ((w, h), (w // 2, h // 2)))):
                     buffers[f"{attn}.attn_mask_{branch}"] = window_attention_mask(
                         config.img_size, config.img_size, size, shift, masked_value=OFFICIAL_MASK_VALUE)
