@@ -107,26 +107,17 @@ def _heads(feats: torch.Tensor, heads: int, d: int):
 def window_attention(layer, x: torch.Tensor) -> torch.Tensor:
     """W-MSA / SW-MSA over windows clipped to the map; shifted windows start at ``shift - window``."""
     x = _f64(x)
-    batch, height, width, _ = x.shape
-    (wh, ww), (sh, sw), heads, d = layer.window_size, layer.shift, layer.num_heads, layer.head_dim
+    heads, d = layer.num_heads, layer.head_dim
     qkv = linear(x, layer.qkv)
     if layer.q_bias is not None:  # Swin V2: query and value biases, none for the key
         qkv = qkv + torch.cat([_f64(layer.q_bias), torch.zeros(heads * d, dtype=torch.float64), _f64(layer.v_bias)])
-    out = torch.zeros(batch, height, width, heads * d, dtype=torch.float64)
-    groups = _groups(height, width, lambda y, x_: ((y - sh) // wh, (x_ - sw) // ww))
-    for b in range(batch):
-        for tokens in groups.values():
-            ys = torch.tensor([t[0] for t in tokens])
-            xs = torch.tensor([t[1] for t in tokens])
-            offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
-            bias = position_bias(layer.relative_position_bias, offsets, (wh, ww))  # (n, n, heads or 1)
-            for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
-                scale = None
-                if layer.logit_scale is not None:  # Swin V2: cosine similarity times exp(min(logit_scale, ln 100))
-                    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                    k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                    scale = torch.exp(torch.clamp(_f64(layer.logit_scale[h, 0, 0]), max=math.log(100)))
-                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h), scale)
+    cosine = None
+    if layer.logit_scale is not None:
+        def cosine(h, q, k):  # Swin V2: cosine similarity times exp(min(logit_scale, ln 100))
+            q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            return q, k, torch.exp(torch.clamp(_f64(layer.logit_scale[h, 0, 0]), max=math.log(100)))
+    out = _window_groups_attention(qkv, heads, layer.window_size, layer.shift, layer.relative_position_bias, cosine)
     return linear(out, layer.proj)
 
 
@@ -228,9 +219,10 @@ def swin_region_mask(height: int, width: int, window: int, shift: int) -> torch.
     return (region[:, None, :] != region[:, :, None]).double() * -100.0
 
 
-def _window_groups_attention(qkv: torch.Tensor, heads: int, window, shift, bias_module) -> torch.Tensor:
+def _window_groups_attention(qkv: torch.Tensor, heads: int, window, shift, bias_module, qk=None) -> torch.Tensor:
     """Attention of a projected map ``(B, H, W, 3 * heads * d)`` inside windows clipped to the map; shifted
-    windows start at ``shift - window``. Every position of the map is a token (pad it first to add tokens)."""
+    windows start at ``shift - window``. Every position of the map is a token (pad it first to add tokens).
+    ``qk(head, q, k) -> (q, k, scale)`` replaces q·k / √d (Swin V2's cosine)."""
     batch, height, width, channels = qkv.shape
     d = channels // 3 // heads
     (wh, ww), (sh, sw) = window, shift
@@ -243,7 +235,8 @@ def _window_groups_attention(qkv: torch.Tensor, heads: int, window, shift, bias_
             offsets = torch.stack([ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]], -1)
             bias = position_bias(bias_module, offsets, window)
             for h, (q, k, v) in _heads(qkv[b, ys, xs], heads, d):
-                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h))
+                q, k, scale = (q, k, None) if qk is None else qk(h, q, k)
+                out[b, ys, xs, h * d:(h + 1) * d] = softmax_attention(q, k, v, _head(bias, h), scale)
     return out
 
 

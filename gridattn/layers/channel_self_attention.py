@@ -58,9 +58,9 @@ class ChannelSelfAttention(nn.Module):
         """The attention before the projection, and the values."""
         check_feature_map(x, self.dim, weight=self.qkv.weight)
         batch, height, width, _ = x.shape
-        heads, width_ = self.num_heads, self.dim // self.num_heads
+        heads = self.num_heads
         projected = self.qkv(x).view(batch, height * width, 3 * self.dim)
-        qkv = projected.view(batch, height * width, 3, heads, width_)
+        qkv = projected.view(batch, height * width, 3, heads, self.dim // heads)
         q, k, _ = qkv.permute(2, 0, 3, 4, 1)  # each (B, heads, d, H*W)
         # cos(q_i, k_j) as q_i·k_j / (|q_i| |k_j|) (F.normalize's eps), no normalised copies: the squares summed
         # down the columns of the (pixels, 3 * dim) projection run at memory speed (a norm over a strided axis,
